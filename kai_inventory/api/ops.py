@@ -1,0 +1,98 @@
+"""Operations: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import prometheus_client
+from aiohttp import web
+
+from kai_inventory import metrics
+from kai_inventory.api.common import ctx, json_response
+from kai_inventory.api.schemas import Health, Readiness
+from kai_inventory.context import AppContext
+from kai_inventory.persist import migrate
+
+log = logging.getLogger("kai_inventory.api")
+
+READY_CHECK_TIMEOUT_S = 2.0
+OPENAPI_DOCUMENT = web.AppKey("kai_openapi_document", dict[str, bytes])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response(Health("ok"))
+
+
+async def _redis(c: AppContext) -> None:
+    if not await c.redis.ping():
+        raise RuntimeError("no PONG")
+
+
+async def _postgres(c: AppContext) -> None:
+    async with c.pool.acquire() as conn:
+        if await conn.fetchval("SELECT 1") != 1:
+            raise RuntimeError("SELECT 1 did not answer 1")
+
+
+async def _scripts(c: AppContext) -> None:
+    if await c.inventory.scripts.missing():
+        # Redis restarted (or flushed its functions or script cache): load them again, as
+        # calls would.
+        await c.inventory.load_scripts()
+        if await c.inventory.scripts.missing():
+            raise RuntimeError("scripts missing after reload")
+
+
+async def _migrations(c: AppContext) -> None:
+    waiting = await migrate.pending(c.pool)
+    if waiting:
+        raise RuntimeError("pending: " + ", ".join(m.filename for m in waiting))
+
+
+_CHECKS = {"redis": _redis, "postgres": _postgres, "scripts": _scripts, "migrations": _migrations}
+
+
+async def _run(name: str, c: AppContext) -> str:
+    try:
+        await asyncio.wait_for(_CHECKS[name](c), READY_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return f"timed out after {READY_CHECK_TIMEOUT_S} s"
+    except RuntimeError as exc:
+        return str(exc)[:300]
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return "ok"
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when Redis and Postgres answer, the scripts are loaded and no migration is pending."""
+    c = ctx(request)
+    names = list(_CHECKS)
+    results = dict(zip(names, await asyncio.gather(*(_run(n, c) for n in names)), strict=True))
+    for dependency in ("redis", "postgres"):
+        metrics.DEPENDENCY_UP.labels(dependency).set(1 if results[dependency] == "ok" else 0)
+    ready = all(value == "ok" for value in results.values())
+    if not ready:
+        log.warning("not ready: %s", {k: v for k, v in results.items() if v != "ok"})
+    body = Readiness("ok" if ready else "unavailable", results)
+    headers = None if ready else {"Retry-After": "2"}
+    return json_response(body, status=200 if ready else 503, headers=headers)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text; the live-hold gauge is read from Redis at scrape time (best effort)."""
+    try:
+        live = await asyncio.wait_for(ctx(request).inventory.live_holds(), READY_CHECK_TIMEOUT_S)
+    except Exception as exc:  # the scrape must answer even when Redis does not
+        log.warning("holds_live not updated: %s", type(exc).__name__)
+    else:
+        metrics.HOLDS_LIVE.set(live)
+    return web.Response(
+        body=prometheus_client.generate_latest(metrics.REGISTRY),
+        headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+    )
+
+
+async def openapi_endpoint(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI_DOCUMENT]["body"], content_type="application/json")

@@ -1,0 +1,197 @@
+"""Reads: search, a schedule as defined, availability, seat maps, and the batch query.
+
+Availability and seat maps come from the engine: the cached ``Layout`` plus one cheap
+``snapshot`` round trip, computed here in Python. A schedule the engine does not know is asked
+of ``sales.ensure_schedule`` first (Redis may have lost it and Postgres still has it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiohttp import web
+
+from kai_inventory.api.common import ctx, json_response, parse_query, read_body, reader
+from kai_inventory.api.errors import ApiError, invalid_many
+from kai_inventory.api.schemas import (
+    AvailabilityQuery,
+    AvailabilityView,
+    CoachView,
+    ItemError,
+    JourneyParams,
+    QueryItemError,
+    QueryResults,
+    SearchParams,
+    SearchResponse,
+    SeatMapView,
+    SeatView,
+)
+from kai_inventory.context import AppContext
+from kai_inventory.domain import SCHEDULE_ID_PATTERN, FieldError
+from kai_inventory.engine.layout import Layout
+from kai_inventory.engine.views import Snapshot, availability, seat_states
+
+_SCHEDULE_ID = re.compile(SCHEDULE_ID_PATTERN)
+
+
+def schedule_not_found(schedule_id: str) -> ApiError:
+    return ApiError("schedule_not_found", f"no schedule {schedule_id!r}")
+
+
+def valid_schedule_id(schedule_id: str) -> bool:
+    return _SCHEDULE_ID.match(schedule_id) is not None
+
+
+async def find_layout(c: AppContext, schedule_id: str) -> Layout | None:
+    """The schedule's layout, reopening it from Postgres when Redis has lost it."""
+    if not valid_schedule_id(schedule_id):
+        return None
+    layout = await c.inventory.layout(schedule_id)
+    if layout is None:
+        layout = await c.sales.ensure_schedule(schedule_id)
+    return layout
+
+
+async def layout_or_404(c: AppContext, schedule_id: str) -> Layout:
+    layout = await find_layout(c, schedule_id)
+    if layout is None:
+        raise schedule_not_found(schedule_id)
+    return layout
+
+
+async def snapshot_or_404(c: AppContext, schedule_id: str) -> Snapshot:
+    snap = await c.inventory.snapshot(schedule_id)
+    if snap is None and await c.sales.ensure_schedule(schedule_id) is not None:
+        snap = await c.inventory.snapshot(schedule_id)
+    if snap is None:
+        raise schedule_not_found(schedule_id)
+    return snap
+
+
+async def layout_and_snapshot(c: AppContext, schedule_id: str) -> tuple[Layout, Snapshot]:
+    """A layout and a snapshot that belong together (the layout is re-read if it was replaced)."""
+    layout = await layout_or_404(c, schedule_id)
+    snap = await snapshot_or_404(c, schedule_id)
+    if snap.layout_id != layout.layout_id:
+        layout = await layout_or_404(c, schedule_id)  # the snapshot dropped the stale cache
+    return layout, snap
+
+
+def journey_problems(layout: Layout, from_code: str, to_code: str) -> list[FieldError]:
+    """Why ``from_code -> to_code`` is not a journey of this schedule (empty: it is one)."""
+    errors = []
+    a = layout.stop_index(from_code)
+    b = layout.stop_index(to_code)
+    if a is None:
+        errors.append(FieldError("from", f"{from_code} is not a stop of this schedule"))
+    if b is None:
+        errors.append(FieldError("to", f"{to_code} is not a stop of this schedule"))
+    if a is not None and b is not None and a >= b:
+        errors.append(
+            FieldError("to", f"{to_code} does not come after {from_code} on this schedule")
+        )
+    return errors
+
+
+def journey_or_422(
+    layout: Layout, from_code: str | None, to_code: str | None
+) -> tuple[str, str, int, int]:
+    origin = from_code or layout.stops[0]
+    destination = to_code or layout.stops[-1]
+    legs = layout.leg_range(origin, destination)
+    if legs is None:
+        raise invalid_many(journey_problems(layout, origin, destination))
+    return origin, destination, legs[0], legs[1]
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+async def search(request: web.Request) -> web.Response:
+    reader(request)
+    params = parse_query(request, SearchParams)
+    if params.from_ == params.to:
+        raise invalid_many([FieldError("to", "must differ from 'from'")])
+    results = await ctx(request).sales.search(params.from_, params.to, params.date)
+    return json_response(SearchResponse(results))
+
+
+async def get_schedule(request: web.Request) -> web.Response:
+    reader(request)
+    schedule_id = request.match_info["schedule_id"]
+    view = None
+    if valid_schedule_id(schedule_id):
+        view = await ctx(request).sales.get_schedule(schedule_id)
+    if view is None:
+        raise schedule_not_found(schedule_id)
+    return json_response(view)
+
+
+async def journey_read(request: web.Request) -> tuple[str, Layout, Snapshot, str, str, int, int]:
+    """What every per-journey read needs: the schedule's layout and snapshot, and the journey
+    (``from``/``to`` default to the first and last stop) with its leg range."""
+    reader(request)
+    schedule_id = request.match_info["schedule_id"]
+    params = parse_query(request, JourneyParams)
+    layout, snap = await layout_and_snapshot(ctx(request), schedule_id)
+    origin, destination, a, b = journey_or_422(layout, params.from_, params.to)
+    return schedule_id, layout, snap, origin, destination, a, b
+
+
+async def get_availability(request: web.Request) -> web.Response:
+    schedule_id, layout, snap, origin, destination, a, b = await journey_read(request)
+    classes = availability(layout, snap, a, b)
+    return json_response(AvailabilityView(schedule_id, origin, destination, snap.version, classes))
+
+
+async def get_seatmap(request: web.Request) -> web.Response:
+    schedule_id, layout, snap, origin, destination, a, b = await journey_read(request)
+    states = seat_states(layout, snap, a, b)
+    coaches = [
+        CoachView(
+            car=span.car,
+            cls=span.cls,  # type: ignore[arg-type]  # a layout's classes are SeatClass values
+            seats=[SeatView(layout.seat_ids[i], states[i]) for i in range(span.start, span.end)],  # type: ignore[arg-type]
+        )
+        for span in sorted(layout.cars, key=lambda span: span.car)
+    ]
+    return json_response(SeatMapView(schedule_id, origin, destination, snap.version, coaches))
+
+
+async def query_availability(request: web.Request) -> web.Response:
+    """Many journeys at once: one layout and one snapshot per distinct schedule, in parallel.
+
+    The engine's auto-pipeline sends the snapshots issued in one event-loop tick as one batch,
+    so the whole request costs one Redis round trip per wave, not one per journey.
+    """
+    reader(request)
+    c = ctx(request)
+    body = await read_body(request, AvailabilityQuery)
+    ids = list(dict.fromkeys(q.schedule_id for q in body.queries))
+    found = await asyncio.gather(*(c.inventory.layout(i) for i in ids))
+    layouts = dict(zip(ids, found, strict=True))
+    missing = [i for i in ids if layouts[i] is None]
+    if missing:
+        reopened = await asyncio.gather(*(c.sales.ensure_schedule(i) for i in missing))
+        layouts.update(zip(missing, reopened, strict=True))
+    present = [i for i in ids if layouts[i] is not None]
+    taken = await asyncio.gather(*(c.inventory.snapshot(i) for i in present))
+    snaps = dict(zip(present, taken, strict=True))
+    results: list[AvailabilityView | QueryItemError] = []
+    for q in body.queries:
+        layout = layouts[q.schedule_id]
+        snap = snaps.get(q.schedule_id)
+        if layout is None or snap is None:
+            error = ItemError("schedule_not_found", f"no schedule {q.schedule_id!r}")
+            results.append(QueryItemError(q.schedule_id, q.from_, q.to, error))
+            continue
+        legs = layout.leg_range(q.from_, q.to)
+        if legs is None:
+            detail = "; ".join(e.message for e in journey_problems(layout, q.from_, q.to))
+            error = ItemError("invalid_request", detail)
+            results.append(QueryItemError(q.schedule_id, q.from_, q.to, error))
+            continue
+        classes = availability(layout, snap, legs[0], legs[1])
+        results.append(AvailabilityView(q.schedule_id, q.from_, q.to, snap.version, classes))
+    return json_response(QueryResults(results))

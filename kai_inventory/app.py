@@ -1,0 +1,105 @@
+"""The aiohttp application: wires settings, Redis, Postgres, the engine, sales, API and ws.
+
+``create_app(settings)`` only builds; connections are opened at start-up in a cleanup context
+(and closed in reverse order at shutdown), so the same factory serves ``kai-inventory serve``,
+each worker process, and the tests' ``aiohttp_client``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import WSCloseCode, web
+
+from kai_inventory.api import MAX_BODY_BYTES, setup_api
+from kai_inventory.context import CTX, AppContext
+from kai_inventory.engine.inventory import Inventory
+from kai_inventory.engine.keys import Keys
+from kai_inventory.engine.reaper import run_reaper
+from kai_inventory.persist.db import create_pool
+from kai_inventory.resilience import check_redis_config, create_service_redis
+from kai_inventory.sales import Sales
+from kai_inventory.settings import Settings
+from kai_inventory.ws import setup_ws
+
+log = logging.getLogger("kai_inventory.app")
+
+BACKGROUND_STOP_TIMEOUT_S = 5.0
+WEBSOCKETS = web.AppKey("kai_open_websockets", weakref.WeakSet[web.WebSocketResponse])
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.cleanup_ctx.append(_resources(settings))
+    app.cleanup_ctx.append(_background)
+    setup_api(app, settings)
+    setup_ws(app)
+    app[WEBSOCKETS] = weakref.WeakSet()
+    app.on_response_prepare.append(_track_websocket)
+    app.on_shutdown.append(_close_websockets)
+    return app
+
+
+def _resources(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        redis = create_service_redis(settings)
+        pool = None
+        try:
+            await check_redis_config(redis)  # refuses an evicting Redis, warns when AOF is off
+            inventory = Inventory(redis, Keys(settings.key_prefix))
+            await inventory.load_scripts()
+            pool = await create_pool(settings)
+            sales = Sales(settings, inventory, pool)
+            app[CTX] = AppContext(settings, redis, inventory, pool, sales)
+            yield
+        finally:
+            if pool is not None:
+                await pool.close()
+            await redis.aclose()
+
+    return resources
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The hold reaper and sales' reconcile/epoch loop, stopped at shutdown."""
+    c = app[CTX]
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(run_reaper(c.inventory, stop), name="reaper"),
+        asyncio.create_task(c.sales.run_background(stop), name="sales-background"),
+    ]
+    try:
+        yield
+    finally:
+        stop.set()
+        done, pending = await asyncio.wait(tasks, timeout=BACKGROUND_STOP_TIMEOUT_S)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+async def _track_websocket(request: web.Request, response: web.StreamResponse) -> None:
+    if isinstance(response, web.WebSocketResponse):
+        request.app[WEBSOCKETS].add(response)
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """Graceful shutdown: every WebSocket still open is closed with 1001 (going away)."""
+    sockets = [ws for ws in app[WEBSOCKETS] if not ws.closed]
+    if sockets:
+        await asyncio.gather(
+            *(
+                ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+                for ws in sockets
+            ),
+            return_exceptions=True,
+        )

@@ -1,0 +1,104 @@
+"""Reads computed in Python from a snapshot: availability per class and seat maps per journey.
+
+A snapshot carries the schedule's sold and held bitmaps (leg-major rows of ``row_bytes`` each,
+seat ``i`` = bit ``i`` of its row counted from the most significant bit of the first byte). A
+journey's occupancy is the OR of its leg rows, done with Python big ints; results are cached
+per (schedule, layout, version, bitmaps, journey), so a repeated read costs a dict lookup.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import msgspec
+
+from kai_inventory.engine.layout import Layout
+
+
+class ClassAvailability(msgspec.Struct, frozen=True, rename={"cls": "class"}):
+    cls: str
+    total: int
+    available: int
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    schedule_id: str
+    version: int
+    status: str
+    delay_minutes: int
+    reason: str
+    layout_id: str
+    sold: bytes
+    held: bytes
+
+
+_CACHE_SIZE = 4096
+_masks: OrderedDict[tuple[str, str, int, int, int, int, int], tuple[int, int]] = OrderedDict()
+
+
+def _row(bitmap: bytes, leg: int, row_bytes: int) -> int:
+    start = leg * row_bytes
+    return int.from_bytes(bitmap[start : start + row_bytes], "big") << (
+        8 * max(0, start + row_bytes - max(len(bitmap), start))
+    )
+
+
+def journey_masks(layout: Layout, snap: Snapshot, a: int, b: int) -> tuple[int, int]:
+    """(sold, held) as big ints over the row width: a seat's bit is set if any leg in [a, b) is."""
+    if not 0 <= a < b <= layout.n_legs:
+        raise ValueError(f"bad leg range [{a}, {b}) for {layout.n_legs} legs")
+    # bytes cache their hash, so keying on the bitmaps' hashes costs O(1) after the first read
+    key = (snap.schedule_id, snap.layout_id, snap.version, hash(snap.sold), hash(snap.held), a, b)
+    hit = _masks.get(key)
+    if hit is not None:
+        _masks.move_to_end(key)
+        return hit
+    rb = layout.row_bytes
+    sold = 0
+    held = 0
+    for leg in range(a, b):
+        sold |= _row(snap.sold, leg, rb)
+        held |= _row(snap.held, leg, rb)
+    result = (sold, held)
+    _masks[key] = result
+    if len(_masks) > _CACHE_SIZE:
+        _masks.popitem(last=False)
+    return result
+
+
+def _span_mask(row_bits: int, start: int, end: int) -> int:
+    return ((1 << (end - start)) - 1) << (row_bits - end)
+
+
+def availability(layout: Layout, snap: Snapshot, a: int, b: int) -> list[ClassAvailability]:
+    """Free seats per class for legs [a, b), one entry per class the train has, in CLASS_ORDER."""
+    sold, held = journey_masks(layout, snap, a, b)
+    taken = sold | held
+    row_bits = layout.row_bytes * 8
+    out: list[ClassAvailability] = []
+    for span in layout.classes:
+        mask = _span_mask(row_bits, span.start, span.end)
+        total = span.end - span.start
+        out.append(ClassAvailability(span.cls, total, total - (taken & mask).bit_count()))
+    return out
+
+
+def seat_states(layout: Layout, snap: Snapshot, a: int, b: int) -> list[str]:
+    """Per internal index: "sold" if any leg is sold, else "held" if any is held, else "free"."""
+    sold, held = journey_masks(layout, snap, a, b)
+    width = layout.row_bytes * 8
+    sold_bits = format(sold, f"0{width}b")
+    held_bits = format(held, f"0{width}b")
+    return [
+        "sold" if s == "1" else ("held" if h == "1" else "free")
+        for s, h in zip(sold_bits[: layout.n_seats], held_bits[: layout.n_seats], strict=True)
+    ]
+
+
+def leg_counts(layout: Layout, snap: Snapshot) -> list[tuple[int, int]]:
+    """Per leg: (sold seats, held seats). Used by checks and metrics."""
+    rb = layout.row_bytes
+    return [
+        (_row(snap.sold, leg, rb).bit_count(), _row(snap.held, leg, rb).bit_count())
+        for leg in range(layout.n_legs)
+    ]

@@ -1,0 +1,172 @@
+"""Plumbing shared by every sales use case: store access, failure mapping, layouts."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import zoneinfo
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+import redis.exceptions
+
+from kai_inventory import metrics
+from kai_inventory.domain import (
+    ScheduleDef,
+    stop_departure,
+)
+from kai_inventory.engine.codes import Code
+from kai_inventory.engine.inventory import Inventory, SoldEntry
+from kai_inventory.engine.layout import Layout
+from kai_inventory.persist import bookings as pg_bookings
+from kai_inventory.persist import catalogue
+from kai_inventory.persist.db import PG_UNAVAILABLE
+from kai_inventory.persist.qr import qr_key
+from kai_inventory.sales.outcomes import DependencyUnavailable
+from kai_inventory.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+CONFIRM_GRACE_MS = 30_000
+RECONCILE_OVERLAP = dt.timedelta(seconds=60)  # re-check bookings this far before the last pass
+EPOCH_CHECK_S = 1.0
+
+T = TypeVar("T")
+
+
+class _Refused(Exception):
+    """Rolls back a catalogue write when Redis refuses the new layout."""
+
+
+def build_layout(schedule_id: str, definition: ScheduleDef, timezone: str) -> Layout:
+    departures = [
+        int(stop_departure(definition, k, timezone).timestamp() * 1000)
+        for k in range(len(definition.stops))
+    ]
+    coaches: list[tuple[int, str, list[str]]] = [
+        (c.car, str(c.cls), list(c.seats)) for c in definition.coaches
+    ]
+    return Layout.build(schedule_id, [s.station for s in definition.stops], departures, coaches)
+
+
+def _engine_status(status: str) -> str:
+    return status if status in ("scheduled", "delayed", "cancelled") else "cancelled"
+
+
+def _runs(legs: list[int]) -> list[tuple[int, int]]:
+    """Sorted leg numbers -> maximal half-open runs [a, b)."""
+    runs: list[tuple[int, int]] = []
+    for leg in legs:
+        if runs and runs[-1][1] == leg:
+            runs[-1] = (runs[-1][0], leg + 1)
+        else:
+            runs.append((leg, leg + 1))
+    return runs
+
+
+class SalesCore:
+    """Plumbing shared by the use cases: the two stores, their failure mapping, layouts."""
+
+    def __init__(self, settings: Settings, inventory: Inventory, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.inventory = inventory
+        self.pool = pool
+        self._tz = zoneinfo.ZoneInfo(settings.timezone)
+        self._qr_key = qr_key(settings.jwt_secret)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._reconciled_at: dt.datetime | None = None
+        self._run_ids: tuple[str, ...] | None = None
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _pg(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        try:
+            async with self.pool.acquire() as conn:
+                return await work(conn)
+        except PG_UNAVAILABLE as exc:
+            metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
+            raise DependencyUnavailable("postgres") from exc
+
+    async def _redis(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except REDIS_UNAVAILABLE as exc:
+            metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+            raise DependencyUnavailable("redis") from exc
+
+    def _layout(self, schedule_id: str, definition: ScheduleDef) -> Layout:
+        return build_layout(schedule_id, definition, self.settings.timezone)
+
+    def _today(self) -> dt.date:
+        return dt.datetime.now(self._tz).date()
+
+    @staticmethod
+    def _entries(layout: Layout, rows: list[pg_bookings.SoldRow]) -> list[SoldEntry]:
+        entries: list[SoldEntry] = []
+        for row in rows:
+            seats = [layout.seat_index(s) for s in row.seats]
+            known = [i for i in seats if i is not None]
+            if len(known) != len(seats) or row.to_index > layout.n_legs:
+                log.error(
+                    "booking %s does not fit the layout of %s",
+                    row.booking_number,
+                    layout.schedule_id,
+                )
+            if known and row.to_index <= layout.n_legs:
+                entries.append((row.from_index, row.to_index, known))
+        return entries
+
+    async def _open_from_postgres(self, schedule_id: str, trigger: str, restore: bool) -> bool:
+        """Open one schedule in Redis from Postgres with its sold seat-legs; False if unknown.
+
+        ``restore``: also replace the sold bitmap of an inventory that already exists.
+        """
+
+        async def work(
+            conn: asyncpg.Connection,
+        ) -> tuple[catalogue.ScheduleRow | None, list[pg_bookings.SoldRow]]:
+            row = await catalogue.get_schedule(conn, schedule_id)
+            if row is None:
+                return None, []
+            return row, await pg_bookings.sold_rows(conn, schedule_id)
+
+        row, sold_rows = await self._pg(work)
+        if row is None:
+            return False
+        layout = self._layout(schedule_id, row.definition)
+        entries = self._entries(layout, sold_rows)
+        result = await self._redis(
+            self.inventory.open(
+                layout,
+                status=_engine_status(row.status),
+                delay_minutes=row.delay_minutes,
+                reason=row.delay_reason or "",
+                sold=entries,
+            )
+        )
+        if result.code != Code.OK:
+            log.error("rebuild of %s refused by Redis: %s", schedule_id, result.code.name)
+            return False
+        if restore and not result.created:
+            code = await self._redis(self.inventory.restore(schedule_id, entries, replace=True))
+            if code != Code.OK:
+                log.error("restore of %s failed: %s", schedule_id, code.name)
+                return False
+        metrics.REBUILDS.labels(trigger).inc()
+        return True
+
+    async def _open_ids(self, schedule_id: str | None) -> list[str]:
+        async def work(conn: asyncpg.Connection) -> list[str]:
+            if schedule_id is not None:
+                return await catalogue.open_schedule_ids(conn, dt.date.min, schedule_id)
+            return await catalogue.open_schedule_ids(conn, self._today() - dt.timedelta(days=1))
+
+        return await self._pg(work)

@@ -1,0 +1,56 @@
+-- confirm: held/confirming -> confirmed; its held bits become sold bits (idempotent).
+-- If the hold was reaped or released meanwhile (Postgres already committed: the reconcile
+-- path), the seat-legs are still marked sold, and any other live hold on them is revoked.
+-- @function
+-- KEYS[1] meta: schedule meta hash
+-- KEYS[2] sold: sold bitmap
+-- KEYS[3] held: held bitmap
+-- KEYS[4] deadlines: zset hold id -> deadline ms
+-- KEYS[5] hold: the hold's hash
+-- KEYS[6] channel: the schedule's event channel
+-- ARGV[1] hold_id
+-- ARGV[2] booking_number
+-- Returns: {OK, revoked} | {HOLD_NOT_FOUND} | {SCHEDULE_NOT_FOUND}
+
+-- @include lib/codes.lua
+-- @include lib/common.lua
+
+local m = redis.call('HMGET', KEYS[1], 'n', 'toff')
+if not m[1] then return {SCHEDULE_NOT_FOUND} end
+local now = ms_now(m[2])
+local rb = math.ceil(tonumber(m[1]) / 8)
+reap(KEYS[1], KEYS[3], KEYS[4], rb, now)
+
+local hid = ARGV[1]
+local h = redis.call('HMGET', KEYS[5], 'st', 'a', 'b', 'seats', 'user')
+if not h[1] then
+  flush(KEYS[1], KEYS[6])
+  return {HOLD_NOT_FOUND}
+end
+if h[1] == 'confirmed' then
+  flush(KEYS[1], KEYS[6])
+  return {OK, 0}
+end
+local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
+local mine_legs = {{a, b, seats}}
+local revoked = 0
+if h[1] == 'held' or h[1] == 'confirming' then
+  bits_write(KEYS[3], mine_legs, rb, 0)
+  redis.call('ZREM', KEYS[4], hid)
+  if not CLUSTER then redis.call('ZREM', user_holds_key(KEYS[1], h[5]), hid) end
+else
+  local mine = {}
+  for _, i in ipairs(seats) do mine[i] = true end
+  local others = live_holds_overlapping(KEYS[1], KEYS[4], function(k, i)
+    return k >= a and k < b and mine[i]
+  end)
+  for _, o in ipairs(others) do
+    end_hold(KEYS[1], KEYS[3], KEYS[4], rb, o[1], o[2], o[3], 'released')
+    revoked = revoked + 1
+  end
+end
+bits_write(KEYS[2], mine_legs, rb, 1)
+redis.call('HSET', KEYS[5], 'st', 'confirmed', 'bk', ARGV[2])
+note(a, b, seats)
+flush(KEYS[1], KEYS[6])
+return {OK, revoked}

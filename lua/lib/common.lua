@@ -1,0 +1,223 @@
+-- Shared helpers: clock, key derivation, bit writes, the change log, reaping.
+-- Seat i of leg k is bit k*rb*8 + i of the sold/held strings (rb = ceil(n/8) bytes per leg row).
+-- CLUSTER (boolean) and PUB ('PUBLISH' or 'SPUBLISH') are defined by the registry at load time
+-- (engine/scripts.py): on Redis Cluster a script touches its schedule's slot only, so the
+-- user-side and global bookkeeping is done by the caller (see docs/SCALING.md).
+
+-- Redis TIME in ms, plus the schedule's test clock offset (meta `toff`; see docs/ENGINE.md).
+local function ms_now(toff)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + (tonumber(toff) or 0)
+end
+
+-- "<prefix>:{s:ID}:meta" -> "<prefix>:{s:ID}:"
+local function schedule_base(meta_key)
+  return string.sub(meta_key, 1, #meta_key - 4)
+end
+
+-- The user's live-hold zset "<prefix>:{u:USER}:holds" (another slot: see ENGINE.md, Cluster).
+local function user_holds_key(meta_key, user)
+  local p = string.find(meta_key, ':{s:', 1, true)
+  return string.sub(meta_key, 1, p) .. '{u:' .. user .. '}:holds'
+end
+
+local function split_ints(s)
+  local out = {}
+  if not s or s == '' then return out end
+  for v in string.gmatch(s, '[^,]+') do out[#out + 1] = tonumber(v) end
+  return out
+end
+
+-- The a-th (0-based) element of a comma list of numbers.
+local function list_at(s, a)
+  local i = 0
+  for v in string.gmatch(s or '', '[^,]+') do
+    if i == a then return tonumber(v) end
+    i = i + 1
+  end
+  return nil
+end
+
+-- Bits set in each byte value (built once, when the library loads: library-level code may not
+-- read globals such as `bit` or `string` while Redis 7.0 loads it, only define functions).
+local POPCOUNT = {}
+for v = 0, 255 do
+  local c, x = 0, v
+  while x > 0 do
+    c = c + x % 2
+    x = (x - x % 2) / 2
+  end
+  POPCOUNT[v] = c
+end
+
+-- The bits of each byte value, most significant first: SEAT_BITS[v][q] is 1 when bit q (1..8,
+-- seat 8*j + q - 1 of byte j) is set, else 0. Lets per-seat loops read bits without C calls.
+local SEAT_BITS = {}
+for v = 0, 255 do
+  local t, x = {}, v
+  for q = 8, 1, -1 do
+    t[q] = x % 2
+    x = (x - x % 2) / 2
+  end
+  SEAT_BITS[v] = t
+end
+
+-- Set (value 1) or clear (value 0) the seat-legs of `entries` ({{a, b, seats}, ...}: legs
+-- [a, b) x seats) in the bitmap `key`, with one GETRANGE and one SETRANGE over the byte span
+-- they cover (a BITFIELD of one u1 op per seat-leg costs ~1 us per op). Returns how many bits
+-- changed; nothing is written when none did.
+local function bits_write(key, entries, rb, value)
+  local band, bor, bnot, bxor, rshift = bit.band, bit.bor, bit.bnot, bit.bxor, bit.rshift
+  local masks, first, last = {}, nil, nil
+  for _, e in ipairs(entries) do
+    local a, b = e[1], e[2]
+    for _, i in ipairs(e[3]) do
+      local j = (i - i % 8) / 8
+      local m = rshift(128, i % 8)
+      for p = a * rb + j, (b - 1) * rb + j, rb do
+        masks[p] = bor(masks[p] or 0, m)
+        if not first or p < first then first = p end
+        if not last or p > last then last = p end
+      end
+    end
+  end
+  if not first then return 0 end
+  local cur = redis.call('GETRANGE', key, first, last)
+  local pos, n = {}, 0
+  for p in pairs(masks) do
+    n = n + 1
+    pos[n] = p
+  end
+  table.sort(pos)
+  local byte, char, sub = string.byte, string.char, string.sub
+  local parts, np, prev, changed = {}, 0, first, 0
+  for q = 1, n do
+    local p = pos[q]
+    if p > prev then
+      np = np + 1
+      parts[np] = sub(cur, prev - first + 1, p - first)
+    end
+    local v, m = byte(cur, p - first + 1) or 0, masks[p]
+    local w
+    if value == 1 then w = bor(v, m) else w = band(v, bnot(m)) end
+    changed = changed + POPCOUNT[bxor(v, w)]
+    np = np + 1
+    parts[np] = char(w)
+    prev = p + 1
+  end
+  if changed > 0 then redis.call('SETRANGE', key, first, table.concat(parts)) end
+  return changed
+end
+
+-- A fixed one-minute window of attempts on `key`: nil while at most `rate`, else the ms until
+-- the window ends (a counter that lost its expiry gets a fresh window).
+local function over_rate(key, rate)
+  local c = redis.call('INCR', key)
+  if c == 1 then redis.call('PEXPIRE', key, 60000) end
+  if c <= rate then return nil end
+  local pt = redis.call('PTTL', key)
+  if pt < 0 then
+    redis.call('PEXPIRE', key, 60000)
+    pt = 60000
+  end
+  return pt
+end
+
+-- Change log of this call: one version bump and one event for all of it. Entries are kept as
+-- ready JSON text ("[a,b,[i,j]]"): cheaper than cjson for this fixed shape.
+local changes = {}
+-- @on-call if changes[1] then changes = {} end
+local function note(a, b, seats)
+  changes[#changes + 1] = '[' .. a .. ',' .. b .. ',[' .. table.concat(seats, ',') .. ']]'
+end
+
+-- The schedule's next version after a reset (open, rebuild): one more than the last and never
+-- behind Redis' clock in ms, so a Redis restored from an older copy, once rebuilt, never hands
+-- out a version it already published. Ordinary changes add 1 (subscribers detect gaps by it).
+local function bump_version(meta_key)
+  local t = redis.call('TIME')
+  local floor = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local v = math.max((tonumber(redis.call('HGET', meta_key, 'ver')) or 0) + 1, floor)
+  redis.call('HSET', meta_key, 'ver', string.format('%d', v))
+  return v
+end
+
+local function flush(meta_key, channel)
+  if #changes == 0 then return nil end
+  local v = redis.call('HINCRBY', meta_key, 'ver', 1)
+  redis.call(PUB, channel, '{"v":' .. string.format('%d', v) .. ',"ch":['
+    .. table.concat(changes, ',') .. ']}')
+  changes = {}
+  return v
+end
+
+local function hold_fields(hk, hid)
+  local h = redis.call('HMGET', hk, 'user', 'a', 'b', 'seats', 'st', 'exp', 'ts', 'bk')
+  if not h[1] then return nil end
+  return {hid, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8] or ''}
+end
+
+-- End a live hold (held/confirming): free its held bits, set its status, forget its deadline.
+-- h = HMGET hk st a b seats user
+local function end_hold(meta_key, held_key, deadlines_key, rb, hk, hid, h, status)
+  local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
+  bits_write(held_key, {{a, b, seats}}, rb, 0)
+  redis.call('HSET', hk, 'st', status)
+  redis.call('ZREM', deadlines_key, hid)
+  if not CLUSTER then redis.call('ZREM', user_holds_key(meta_key, h[5]), hid) end
+  note(a, b, seats)
+end
+
+-- Expire every hold of the schedule whose deadline passed (deadline <= now).
+local function reap(meta_key, held_key, deadlines_key, rb, now, limit)
+  local due
+  if limit then
+    due = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', now, 'LIMIT', 0, limit)
+  else
+    due = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', now)
+  end
+  if #due == 0 then return 0 end
+  local base = schedule_base(meta_key) .. 'hold:'
+  local entries = {}
+  local n = 0
+  for _, hid in ipairs(due) do
+    local hk = base .. hid
+    local h = redis.call('HMGET', hk, 'st', 'a', 'b', 'seats', 'user')
+    if h[1] == 'held' or h[1] == 'confirming' then
+      local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
+      entries[#entries + 1] = {a, b, seats}
+      redis.call('HSET', hk, 'st', 'expired')
+      if not CLUSTER then redis.call('ZREM', user_holds_key(meta_key, h[5]), hid) end
+      note(a, b, seats)
+      n = n + 1
+    end
+  end
+  for i = 1, #due, 1000 do
+    redis.call('ZREM', deadlines_key, unpack(due, i, math.min(#due, i + 999)))
+  end
+  bits_write(held_key, entries, rb, 0)
+  return n
+end
+
+-- Live holds of the schedule that hold any of the given seat-legs ([a, b) x seats, or a
+-- predicate taking (leg, seat)); returns list of {hk, hid, h}.
+local function live_holds_overlapping(meta_key, deadlines_key, taken)
+  local base = schedule_base(meta_key) .. 'hold:'
+  local out = {}
+  for _, hid in ipairs(redis.call('ZRANGE', deadlines_key, 0, -1)) do
+    local hk = base .. hid
+    local h = redis.call('HMGET', hk, 'st', 'a', 'b', 'seats', 'user')
+    if h[1] == 'held' or h[1] == 'confirming' then
+      local hit = false
+      local seats = split_ints(h[4])
+      for k = tonumber(h[2]), tonumber(h[3]) - 1 do
+        for _, i in ipairs(seats) do
+          if taken(k, i) then hit = true break end
+        end
+        if hit then break end
+      end
+      if hit then out[#out + 1] = {hk, hid, h} end
+    end
+  end
+  return out
+end

@@ -1,0 +1,57 @@
+-- restore: rebuild the sold bitmap from Postgres. replace = '1': sold := exactly these
+-- seat-legs; '0': OR them in. Live holds on any sold seat-leg are revoked (status released).
+-- @function
+-- KEYS[1] meta: schedule meta hash
+-- KEYS[2] sold: sold bitmap
+-- KEYS[3] held: held bitmap
+-- KEYS[4] deadlines: zset hold id -> deadline ms
+-- KEYS[5] channel: the schedule's event channel
+-- ARGV[1] lid: layout id the indices refer to
+-- ARGV[2] replace: '1' or '0'
+-- ARGV[3] sold: JSON [[a, b, [seat indices]], ...]
+-- Returns: {OK, revoked holds} | {SCHEDULE_NOT_FOUND} | {LAYOUT_MISMATCH} | {INVALID_ARGUMENT}
+
+-- @include lib/codes.lua
+-- @include lib/common.lua
+
+local m = redis.call('HMGET', KEYS[1], 'n', 'legs', 'lid', 'toff')
+if not m[1] then return {SCHEDULE_NOT_FOUND} end
+local now = ms_now(m[4])
+local n, legs = tonumber(m[1]), tonumber(m[2])
+local rb = math.ceil(n / 8)
+reap(KEYS[1], KEYS[3], KEYS[4], rb, now)
+local function done(reply)
+  flush(KEYS[1], KEYS[5])
+  return reply
+end
+if m[3] ~= ARGV[1] then return done({LAYOUT_MISMATCH}) end
+local ok, entries = pcall(cjson.decode, ARGV[3])
+if not ok or type(entries) ~= 'table' then return done({INVALID_ARGUMENT}) end
+local entries_ok = {}
+for _, e in ipairs(entries) do
+  local a, b, seats = tonumber(e[1]), tonumber(e[2]), e[3]
+  if not a or not b or a < 0 or b > legs or a >= b or type(seats) ~= 'table' then
+    return done({INVALID_ARGUMENT})
+  end
+  for _, i in ipairs(seats) do
+    if type(i) ~= 'number' or i < 0 or i >= n or i ~= math.floor(i) then return done({INVALID_ARGUMENT}) end
+  end
+  entries_ok[#entries_ok + 1] = {a, b, seats}
+end
+
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[2], string.rep('\0', legs * rb))
+end
+bits_write(KEYS[2], entries_ok, rb, 1)
+local sold = redis.call('GET', KEYS[2])
+local others = live_holds_overlapping(KEYS[1], KEYS[4], function(k, i)
+  local byte = string.byte(sold, k * rb + math.floor(i / 8) + 1) or 0
+  return bit.band(byte, bit.rshift(128, i % 8)) ~= 0
+end)
+for _, o in ipairs(others) do
+  end_hold(KEYS[1], KEYS[3], KEYS[4], rb, o[1], o[2], o[3], 'released')
+end
+changes = {}
+local v = bump_version(KEYS[1])
+redis.call(PUB, KEYS[5], cjson.encode({v = v, reset = 1}))
+return {OK, #others}

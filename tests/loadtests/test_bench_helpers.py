@@ -1,0 +1,88 @@
+"""bench.py's report plumbing and run.py's server environment (no server, no wrk needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bench
+import pytest
+import run
+
+BLOCK = f"{bench.BEGIN}\nnew figures\n{bench.END}"
+
+
+def test_write_doc_replaces_only_the_generated_block(tmp_path: Path) -> None:
+    doc = tmp_path / "PERFORMANCE.md"
+    doc.write_text(
+        f"# Performance\n\nhand-written intro\n\n{bench.BEGIN}\nold figures\n{bench.END}\n\n"
+        "## WebSocket fan-out\n\nwritten by someone else\n"
+    )
+    bench.write_doc(BLOCK, doc)
+    text = doc.read_text()
+    assert "new figures" in text
+    assert "old figures" not in text
+    assert "hand-written intro" in text
+    assert text.endswith("## WebSocket fan-out\n\nwritten by someone else\n")
+
+
+def test_write_doc_appends_a_block_to_a_page_without_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "PERFORMANCE.md"
+    doc.write_text("# Performance\n\n## WebSocket fan-out\n\nkept\n")
+    bench.write_doc(BLOCK, doc)
+    text = doc.read_text()
+    assert text.index("## WebSocket fan-out") < text.index("new figures")
+    assert "kept" in text
+
+
+def test_write_doc_creates_the_page_when_missing(tmp_path: Path) -> None:
+    doc = tmp_path / "PERFORMANCE.md"
+    bench.write_doc(BLOCK, doc)
+    assert doc.read_text().startswith("# Performance")
+    assert "new figures" in doc.read_text()
+
+
+def test_profile_summary_gives_inclusive_and_self_shares() -> None:
+    raw = "\n".join(
+        [
+            "main (/work/main/kai_inventory/cli.py:80);handle (site-packages/aiohttp/web.py:10) 3",
+            "main (/work/main/kai_inventory/cli.py:80);hold (/work/main/kai_inventory/x.py:5) 1",
+        ]
+    )
+    summary = bench.summarize_profile(raw)
+    inclusive = dict(summary["inclusive"])
+    assert summary["samples"] == 4
+    assert inclusive["main (kai_inventory/cli.py)"] == 1.0
+    assert inclusive["handle (aiohttp/web.py)"] == pytest.approx(0.75)
+    assert dict(summary["self"])["hold (kai_inventory/x.py)"] == pytest.approx(0.25)
+
+
+def test_wrk_script_holds_each_request_with_headers_and_body(tmp_path: Path) -> None:
+    script = tmp_path / "holds.lua"
+    bench.write_wrk_script(
+        script,
+        [
+            ("POST", "/v1/holds", {"Authorization": "Bearer t.k.n"}, '{"count":1}'),
+            ("GET", "/h", {}, ""),
+        ],
+    )
+    text = script.read_text()
+    # "[ [==[" not "[[==[": a long string right after "[" would open a Lua long bracket
+    assert (
+        "{[==[POST]==], [==[/v1/holds]==], {[ [==[Authorization]==] ] = [==[Bearer t.k.n]==]}"
+        in text
+    )
+    assert '[==[{"count":1}]==]},' in text
+    assert "{[==[GET]==], [==[/h]==], {}, nil}," in text
+
+
+def test_server_environment_drops_stray_kai_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAI_TYPO_SETTING", "1")
+    monkeypatch.setenv("KAILT_RUN", "x")
+    env = run.server_env("lt1234", "postgresql://h/db", {"KAI_HOLD_TTL_S": "5"})
+    assert "KAI_TYPO_SETTING" not in env
+    assert "KAILT_RUN" not in env
+    assert env["KAI_KEY_PREFIX"] == "lt1234"
+    assert env["KAI_MAX_ACTIVE_HOLDS_PER_USER"] == "0"
+    assert env["KAI_HOLD_RATE_PER_MIN"] == "0"
+    assert env["KAI_HOLD_TTL_S"] == "5"
+    assert len(env["KAI_JWT_SECRET"]) >= 16
