@@ -171,10 +171,10 @@ async def test_three_concurrent_admission_loops_admit_exactly_admit_per_s_in_tot
     admitted = sum(t.admitted for t in ticks)
     last = max(t.now_ms for t in ticks)
     assert {t.sale_id for t in ticks} == {sale.sale_id}
-    assert all(sum(t.admitted > 0 for t in seen) > 10 for seen in per_loop)  # all three admit
-    # the bucket is filled in milli-tokens from Redis TIME: exact, whatever the number of loops
+    # all three loops ran throughout; which of them wins a given token is up to the scheduler
+    assert all(len(seen) > 10 for seen in per_loop)
+    # the bucket is filled in milli-tokens from Redis TIME: exactly 1 x rate, not 3 x rate
     assert admitted == (last - sale.opens_ms) * rate // 1000
-    assert 280 <= admitted <= 320  # ~1.5 s at 200/s, not 3 x 200/s
     place = await setup.status(sale.sale_id, "u0")
     assert place.popped == admitted
     assert place.waiting + place.admitted_count == 2000
