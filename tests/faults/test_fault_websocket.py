@@ -40,7 +40,7 @@ async def test_f9_thousand_subscribers_a_tenth_never_reading(stack_factory: Any)
         # a tenth of the subscribers never read a byte
         result.update(await check_watchers(watcher, url, timeout_s=20.0))
         assert w.summary()["client_errors"] == 0, w.summary()
-        assert w.summary()["max_latency_s"] < 3.0, w.summary()
+        assert w.summary()["max_latency_s"] < 5.0, w.summary()  # no request stalls
         result["recover_s"] = 0.0
         record_summary(
             "F9 1,000 WebSocket subscribers, 10% never read", [w], result,

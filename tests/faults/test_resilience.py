@@ -182,7 +182,7 @@ async def test_service_client_gives_up_on_a_silent_redis_within_its_timeout() ->
         started = time.monotonic()
         with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             await asyncio.wait_for(client.ping(), timeout=5)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 3.0  # the 300 ms timeout, not the 5 s wait_for
     finally:
         await client.aclose()
         listener.close()
