@@ -181,6 +181,8 @@ class LoadResult:
     ratio: float = 0.0
     redis_busy: float = 0.0  # share of wall time Redis spent in EVALSHA during the run
     server_cpu: float = 0.0  # CPU of the server's worker processes, % of one core (summed)
+    redis_cpu: float = 0.0  # CPU of redis-server (INFO cpu), % of one core
+    machine_cpu: float = 0.0  # CPU of the whole machine, % of one core (2 cores: up to 200)
 
     @property
     def n5xx(self) -> int:
@@ -214,6 +216,11 @@ def run_wrk(
     raise RuntimeError(f"wrk gave no result: {out.stdout[-800:]} {out.stderr[-800:]}")
 
 
+def _redis_cpu_s(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 def measure(
     wrk: str,
     base_url: str,
@@ -236,14 +243,19 @@ def measure(
         procs = [psutil.Process(p) for p in sorted(pids)]
     for proc in procs:
         proc.cpu_percent(None)
+    psutil.cpu_percent(None)
+    redis_cpu_before = 0.0
     if client is not None:
         client.config_resetstat()
+        redis_cpu_before = _redis_cpu_s(client)
     data = run_wrk(wrk, base_url, script, args.duration, args.connections, args.threads)
-    busy = 0.0
+    machine = psutil.cpu_percent(None) * (os.cpu_count() or 1)
+    busy = redis_cpu = 0.0
     if client is not None:
         stats = client.info("commandstats")
         usec = sum(float(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in SCRIPT_COMMANDS)
         busy = usec / data["duration_us"]
+        redis_cpu = 100 * (_redis_cpu_s(client) - redis_cpu_before) / (data["duration_us"] / 1e6)
         client.close()
     cpu = sum(proc.cpu_percent(None) for proc in procs)
     seconds = data["duration_us"] / 1e6
@@ -260,11 +272,14 @@ def measure(
         errors=errors,
         redis_busy=busy,
         server_cpu=cpu,
+        redis_cpu=redis_cpu,
+        machine_cpu=machine,
     )
     print(
         f"bench: {name:<16} {result.rps:9.0f} req/s  p50 {result.p50_ms:6.2f} ms"
         f"  p99 {result.p99_ms:6.2f} ms  status {result.status}  socket errors {errors}"
-        f"  redis busy {busy:.0%}  server cpu {cpu:.0f}%"
+        f"  redis busy {busy:.0%}  server cpu {cpu:.0f}%  redis cpu {redis_cpu:.0f}%"
+        f"  machine {machine:.0f}%"
     )
     return result
 
@@ -762,7 +777,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-ttl", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the docs")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenarios to run (e.g. holds,availability; the 1-worker baseline "
+        "always runs); implies --no-doc",
+    )
     args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if only:
+        args.no_doc = True
+
+    def wanted(script: str) -> bool:
+        return not only or script in only or script == "healthz"
 
     wrk = ensure_wrk()
     reports = HERE / "reports"
@@ -806,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
                     ("availability-1w", "`GET .../availability`", "availability"),
                     ("seatmap-1w", "`GET .../seatmap` (1,000 seats)", "seatmap"),
                 ):
+                    if not wanted(script):
+                        continue
                     results.append(
                         measure(
                             wrk,
@@ -831,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
                     ("healthz-2w", "`GET /healthz`", "healthz"),
                     ("holds-2w", "`POST /v1/holds` by class, 1-2 seats", "holds"),
                 ):
+                    if only and (script == "healthz" or script not in only):
+                        continue
                     results.append(
                         measure(
                             wrk,

@@ -5,6 +5,12 @@ a tick schedules a flush with ``loop.call_soon``; every task that runs before th
 to the same batch. The batch goes out as one non-transactional pipeline; each caller gets its
 own reply, or its own exception (a script error only fails the command that raised it).
 
+On a plain TCP Redis the batch is written by one :class:`~kai_inventory.engine.multiplex.
+MultiplexedConnection` (one connection, hiredis packing and parsing, no pool), and a batch that
+reaches ``flush_at`` commands is written at once, while the rest of the tick is still being
+handled, so Redis starts on it instead of waiting for the whole tick. Cluster and other clients
+go through redis-py's pipeline.
+
 With ``retry_s`` (Redis Cluster), a command that meets a cluster in motion (failover: the
 shard is down or not yet promoted; resharding: MOVED/ASK the client did not follow; a closed
 connection) is sent again, with back-off, until ``retry_s`` has passed; only then does the
@@ -32,6 +38,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from kai_inventory.engine.multiplex import MultiplexedConnection
+from kai_inventory.engine.multiplex import for_client as multiplex_for
+
 log = logging.getLogger(__name__)
 
 CLUSTER_TRANSIENT = (
@@ -45,12 +54,18 @@ CLUSTER_TRANSIENT = (
 )
 
 _MAX_BATCH = 512
+FLUSH_AT = 16
 
 
 class AutoPipeline:
-    def __init__(self, client: Any, retry_s: float = 0.0) -> None:
+    def __init__(
+        self, client: Any, retry_s: float = 0.0, *, multiplex: bool = True, flush_at: int = FLUSH_AT
+    ) -> None:
         self._client = client
         self.retry_s = retry_s
+        self._mux = multiplex_for(client) if multiplex else None
+        self._mux_loop: asyncio.AbstractEventLoop | None = None
+        self.flush_at = flush_at if self._mux is not None else _MAX_BATCH
         self.retries = 0  # commands sent again (Cluster)
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._scheduled = False
@@ -77,23 +92,51 @@ class AutoPipeline:
     async def _execute(self, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((args, future))
-        if not self._scheduled:
+        pending = self._pending
+        pending.append((args, future))
+        if len(pending) >= self.flush_at:
+            self._flush(scheduled=False)
+        elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
         return await future
 
-    def _flush(self) -> None:
-        self._scheduled = False
+    @property
+    def multiplexed(self) -> bool:
+        return self._mux is not None
+
+    def _connection(self) -> MultiplexedConnection | None:
+        """The multiplexed connection of the running loop (a client used from another loop,
+        as in tests, gets a connection of its own there)."""
+        mux = self._mux
+        if mux is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._mux_loop is not loop:
+            if self._mux_loop is not None:
+                mux.close()
+                mux = self._mux = multiplex_for(self._client)
+            self._mux_loop = loop
+        return mux
+
+    def _flush(self, scheduled: bool = True) -> None:
+        if scheduled:
+            self._scheduled = False
         pending, self._pending = self._pending, []
+        if not pending:
+            return
+        self.batches += 1
+        self.commands += len(pending)
+        mux = self._connection()
+        if mux is not None:
+            mux.send(pending)
+            return
         for i in range(0, len(pending), _MAX_BATCH):
             task = asyncio.ensure_future(self._send(pending[i : i + _MAX_BATCH]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        self.batches += 1
-        self.commands += len(batch)
         try:
             if len(batch) == 1:
                 args, future = batch[0]
@@ -124,3 +167,8 @@ class AutoPipeline:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    def close(self) -> None:
+        """Close the multiplexed connection (redis-py's pool is the client's to close)."""
+        if self._mux is not None:
+            self._mux.close()

@@ -93,6 +93,7 @@ class Feed:
     pending: set[Subscription] = field(default_factory=set)  # subscriptions owed a snapshot
     timer: asyncio.TimerHandle | None = None
     running: bool = False
+    tick_s: float = 0.0  # EWMA of recent ticks' fire -> last frame sent, s (0: none measured)
     empty_since: float = 0.0  # monotonic time the last subscriber left (0: has subscribers)
 
     @property

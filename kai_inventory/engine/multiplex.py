@@ -1,0 +1,357 @@
+"""One pipelined Redis connection for the auto-pipeline: commands written as they come,
+replies matched in order.
+
+redis-py's asyncio pipeline costs tens of microseconds of Python per command (a pipeline
+object, a pool checkout under a lock, one coroutine per reply read) and writes only when the
+event loop comes back to the flushing task. Under a rush of holds that made the worker and
+Redis take turns: the worker read 64 requests, then waited idle while Redis ran the 64
+scripts, then Redis waited while the worker answered (docs/PERFORMANCE.md, "Multiplexed
+connection"). Here a batch is packed by hiredis and written with one synchronous
+``transport.write``; replies are parsed by a ``hiredis.Reader`` in ``data_received`` and
+resolve the waiting futures first in, first out. Redis runs one connection's commands in the
+order they arrive, so one connection per process loses nothing against a pool.
+
+Same answers as redis-py: the client's response callbacks are applied by command name, error
+replies become redis-py's exception classes (``NOSCRIPT``, ``BUSY``... via its own parser),
+a reply that does not come within ``timeout_s`` of the previous one (or of the request, when
+nothing was pending) closes the connection and fails every waiting command with
+``TimeoutError``; a lost connection fails them with ``ConnectionError``. The next command
+connects again. An optional circuit breaker (``before``/``success``/``failure``, as
+``kai_inventory.resilience.CircuitBreaker``) sees every batch.
+
+Never send a blocking command (``BLPOP``, ``SUBSCRIBE``...) through it: everything behind it
+would wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import hiredis
+import redis.asyncio as aioredis
+from redis._parsers.base import BaseParser
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, InvalidResponse
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from kai_inventory.engine.connection import HiredisPackConnection
+
+Command = tuple[Any, ...]
+Pending = tuple[Command, "asyncio.Future[Any]"]
+
+_NOT_ENOUGH = object()
+_TCP_CONNECTIONS = (aioredis.Connection, HiredisPackConnection)
+
+
+class Breaker(Protocol):
+    def before(self) -> bool: ...
+
+    def success(self, probe: bool = False) -> None: ...
+
+    def failure(self, probe: bool = False) -> None: ...
+
+
+def pack(args: Command) -> bytes:
+    """RESP bytes of one command; a name with spaces ("FUNCTION LOAD") is split into words."""
+    first = args[0]
+    if isinstance(first, str) and " " in first:
+        args = (*first.split(), *args[1:])
+    try:
+        return hiredis.pack_command(args)  # type: ignore[no-any-return]
+    except TypeError as exc:  # None, bool, a list...: redis-py raises DataError too
+        raise DataError(str(exc)) from exc
+
+
+class _Link(asyncio.Protocol):
+    """The connection's protocol: feeds replies to its owner."""
+
+    def __init__(self, owner: MultiplexedConnection) -> None:
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.owner._received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._lost(self, exc)
+
+
+class MultiplexedConnection:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float | None = None,
+        connect_timeout_s: float | None = None,
+        callbacks: Mapping[str, Callable[..., Any]] | None = None,
+        breaker: Breaker | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.db = db
+        self.username = username
+        self.password = password
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s or timeout_s
+        self.callbacks = dict(callbacks or {})
+        self.breaker = breaker
+        self._link: _Link | None = None
+        self._reader: Any = None
+        self._connecting: asyncio.Task[None] | None = None
+        # (future, command name, breaker probe flag or None when the batch's last reply is not it)
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], str, bool | None]] = (
+            collections.deque()
+        )
+        self._progress = 0.0  # monotonic time of the last reply (or of the first wait)
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.connects = 0
+        self.writes = 0
+
+    @property
+    def connected(self) -> bool:
+        link = self._link
+        return link is not None and link.transport is not None and not link.transport.is_closing()
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    def send(self, batch: Sequence[Pending]) -> None:
+        """Write ``batch`` now if connected (else connect first, in a task); every future gets
+        its reply or its exception."""
+        if not batch:
+            return
+        if self._closed:
+            _fail(batch, RedisConnectionError("connection closed"))
+            return
+        probe: bool | None = None
+        if self.breaker is not None:
+            try:
+                probe = self.breaker.before()
+            except Exception as exc:  # the circuit is open: nothing leaves
+                _fail(batch, exc)
+                return
+        if self.connected:
+            self._write(batch, probe)
+            return
+        task = asyncio.ensure_future(self._send_after_connect(batch, probe))
+        task.add_done_callback(_consume)
+
+    async def _send_after_connect(self, batch: Sequence[Pending], probe: bool | None) -> None:
+        try:
+            await self._connect()
+        except BaseException as exc:
+            if self.breaker is not None:
+                self.breaker.failure(bool(probe))
+            _fail(batch, exc if isinstance(exc, Exception) else RedisConnectionError(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not self.connected:
+            _fail(batch, RedisConnectionError("connection lost while connecting"))
+            return
+        self._write(batch, probe)
+
+    def _write(self, batch: Sequence[Pending], probe: bool | None) -> None:
+        link = self._link
+        if link is None or link.transport is None:
+            _fail(batch, RedisConnectionError("connection to Redis lost"))
+            return
+        chunks: list[bytes] = []
+        waiting = self._waiting
+        if not waiting:
+            self._progress = time.monotonic()
+        last = len(batch) - 1
+        for i, (args, future) in enumerate(batch):
+            try:
+                chunks.append(pack(args))
+            except DataError as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            name = args[0] if isinstance(args[0], str) else args[0].decode()
+            waiting.append((future, name.upper(), probe if i == last else None))
+        if chunks:
+            link.transport.write(b"".join(chunks))
+            self.writes += 1
+            self._arm()
+
+    # ---- connecting ---------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        if self.connected:
+            return
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(self._open())
+        await asyncio.shield(self._connecting)
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        link = _Link(self)
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: link, self.host, self.port),
+                self.connect_timeout_s,
+            )
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"connecting to {self.host}:{self.port}: timed out") from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"connecting to {self.host}:{self.port}: {exc}") from exc
+        self._reader = hiredis.Reader(
+            protocolError=InvalidResponse,
+            replyError=BaseParser.parse_error,
+            notEnoughData=_NOT_ENOUGH,
+        )
+        self._link = link
+        self.connects += 1
+        handshake: list[Command] = []
+        if self.password is not None:
+            handshake.append(
+                ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+            )
+        if self.db:
+            handshake.append(("SELECT", self.db))
+        if handshake:
+            futures = [loop.create_future() for _ in handshake]
+            self._write(list(zip(handshake, futures, strict=True)), None)
+            for future in futures:
+                await future  # an AUTH error is raised to the first caller
+
+    # ---- receiving ----------------------------------------------------------------------------
+
+    def _received(self, link: _Link, data: bytes) -> None:
+        if link is not self._link:
+            return
+        reader = self._reader
+        reader.feed(data)
+        waiting = self._waiting
+        callbacks = self.callbacks
+        breaker = self.breaker
+        while True:
+            try:
+                reply = reader.gets()
+            except Exception as exc:  # a protocol error: nothing after it can be trusted
+                self._abort(RedisConnectionError(f"bad reply from Redis: {exc}"))
+                return
+            if reply is _NOT_ENOUGH:
+                break
+            if not waiting:  # a reply nobody asked for: the stream is out of step
+                self._abort(RedisConnectionError("Redis sent a reply nobody asked for"))
+                return
+            future, name, probe = waiting.popleft()
+            if probe is not None and breaker is not None:
+                breaker.success(probe)
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+                continue
+            callback = callbacks.get(name)
+            if callback is not None:
+                try:
+                    reply = callback(reply)
+                except Exception as exc:
+                    future.set_exception(exc)
+                    continue
+            future.set_result(reply)
+        self._progress = time.monotonic()
+
+    def _lost(self, link: _Link, exc: Exception | None) -> None:
+        if link is not self._link:
+            return
+        self._link = None
+        self._fail_waiting(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+
+    def _fail_waiting(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, collections.deque()
+        breaker = self.breaker
+        if breaker is not None and waiting:
+            probes = [p for _, _, p in waiting if p is not None]
+            for probe in probes or [False]:
+                breaker.failure(probe)
+        for future, _, _ in waiting:
+            if not future.done():
+                future.set_exception(error)
+
+    # ---- deadlines ----------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self.timeout_s is None or self._watchdog is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(self.timeout_s, self._check)
+
+    def _check(self) -> None:
+        self._watchdog = None
+        if not self._waiting or self.timeout_s is None:
+            return
+        idle = time.monotonic() - self._progress
+        if idle < self.timeout_s:
+            loop = asyncio.get_running_loop()
+            self._watchdog = loop.call_later(self.timeout_s - idle, self._check)
+            return
+        self._abort(RedisTimeoutError(f"no reply from Redis within {self.timeout_s}s"))
+
+    def _abort(self, error: Exception) -> None:
+        link, self._link = self._link, None
+        if link is not None and link.transport is not None:
+            link.transport.abort()
+        self._fail_waiting(error)
+
+    # ---- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        link, self._link = self._link, None
+        if link is not None and link.transport is not None:
+            link.transport.close()
+        self._fail_waiting(RedisConnectionError("connection closed"))
+
+
+def _fail(batch: Sequence[Pending], error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
+def _consume(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # failures reached the batch's futures already
+
+
+def for_client(client: Any) -> MultiplexedConnection | None:
+    """A multiplexed connection with ``client``'s address, credentials, deadlines, response
+    callbacks and circuit breaker (a ``breaker`` attribute, see ``resilience.GuardedRedis``);
+    None when the client is not a plain TCP ``redis.asyncio.Redis`` returning bytes (Cluster,
+    Unix socket, SSL, decoded responses, or a fake)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or getattr(pool, "connection_class", None) not in _TCP_CONNECTIONS:
+        return None
+    options = pool.connection_kwargs
+    if options.get("decode_responses"):
+        return None
+    callbacks = getattr(client, "response_callbacks", None) or {}
+    return MultiplexedConnection(
+        options.get("host", "localhost"),
+        int(options.get("port", 6379)),
+        db=int(options.get("db", 0) or 0),
+        username=options.get("username"),
+        password=options.get("password"),
+        timeout_s=options.get("socket_timeout"),
+        connect_timeout_s=options.get("socket_connect_timeout"),
+        callbacks={str(k).upper(): v for k, v in dict(callbacks).items()},
+        breaker=getattr(client, "breaker", None),
+    )
