@@ -48,6 +48,7 @@ def _resources(settings: Settings) -> Callable[[web.Application], AsyncIterator[
     async def resources(app: web.Application) -> AsyncIterator[None]:
         redis = create_service_redis(settings)
         pool = None
+        inventory: Inventory | None = None
         try:
             await check_redis_config(redis)  # refuses an evicting Redis, warns when AOF is off
             inventory = Inventory(redis, Keys(settings.key_prefix))
@@ -59,6 +60,8 @@ def _resources(settings: Settings) -> Callable[[web.Application], AsyncIterator[
         finally:
             if pool is not None:
                 await pool.close()
+            if inventory is not None:
+                inventory.close()
             await redis.aclose()
 
     return resources

@@ -506,7 +506,7 @@ def profile_holds(
     if not Path(pyspy).exists():
         return {"error": "py-spy not installed (pip install py-spy)"}
     pid = worker_pids(server_pid)[0]
-    out = HERE / "reports" / "profile-holds.txt"
+    out = HERE / "reports" / f"profile-{script.stem}.txt"
     seconds = max(4, round(args.duration * 0.8))
     spy = subprocess.Popen(
         [
@@ -776,6 +776,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--hold-ttl", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--profile", default="holds", help="the scenario py-spy profiles (default: holds)"
+    )
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the docs")
     parser.add_argument(
         "--only",
@@ -850,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 if not args.no_profile:
                     profile = profile_holds(
-                        wrk, url, scripts / "holds.lua", server.process.pid, args
+                        wrk, url, scripts / f"{args.profile}.lua", server.process.pid, args
                     )
                     if "error" in profile:
                         print(f"bench: profile: {profile['error']}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import functools
 import time
 from typing import Any, TypeVar
 
@@ -46,10 +46,16 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@functools.lru_cache(maxsize=4096)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def rfc3339_ms(epoch_ms: int) -> str:
-    """``2026-12-20T01:50:00.000Z``: UTC, millisecond precision."""
-    moment = dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-12-20T01:50:00.000Z``: UTC, millisecond precision (integer arithmetic: exact;
+    the second's text is cached, as every hold of a second shares it)."""
+    second, ms = divmod(epoch_ms, 1000)
+    return f"{_utc_second(second)}.{ms:03d}Z"
 
 
 # --- bodies --------------------------------------------------------------------------------

@@ -179,6 +179,10 @@ class Inventory:
     async def load_scripts(self) -> None:
         await self.scripts.load()
 
+    def close(self) -> None:
+        """Close the engine's own connection (the Redis client is the caller's to close)."""
+        self.pipeline.close()
+
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> list[Any]:
         reply = await self.scripts.call(name, keys, args)
         if not isinstance(reply, list) or not reply:

@@ -11,8 +11,9 @@ connection"). Here a batch is packed by hiredis and written with one synchronous
 resolve the waiting futures first in, first out. Redis runs one connection's commands in the
 order they arrive, so one connection per process loses nothing against a pool.
 
-Same answers as redis-py: the client's response callbacks are applied by command name, error
-replies become redis-py's exception classes (``NOSCRIPT``, ``BUSY``... via its own parser),
+Same answers as redis-py: the same wire protocol (``HELLO 3`` when the client speaks RESP3,
+redis-py's default), the same hiredis parser, the client's response callbacks applied by
+command name; error replies become redis-py's exception classes (its own parser's mapping);
 a reply that does not come within ``timeout_s`` of the previous one (or of the request, when
 nothing was pending) closes the connection and fails every waiting command with
 ``TimeoutError``; a lost connection fails them with ``ConnectionError``. The next command
@@ -37,6 +38,7 @@ from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import DEFAULT_RESP_VERSION
 
 from kai_inventory.engine.connection import HiredisPackConnection
 
@@ -90,6 +92,7 @@ class MultiplexedConnection:
         port: int,
         *,
         db: int = 0,
+        protocol: int = 2,
         username: str | None = None,
         password: str | None = None,
         timeout_s: float | None = None,
@@ -100,6 +103,7 @@ class MultiplexedConnection:
         self.host = host
         self.port = port
         self.db = db
+        self.protocol = protocol
         self.username = username
         self.password = password
         self.timeout_s = timeout_s
@@ -215,10 +219,13 @@ class MultiplexedConnection:
         self._link = link
         self.connects += 1
         handshake: list[Command] = []
+        auth: Command = ()
         if self.password is not None:
-            handshake.append(
-                ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
-            )
+            auth = (self.username or "default", self.password)
+        if self.protocol == 3:
+            handshake.append(("HELLO", 3, "AUTH", *auth) if auth else ("HELLO", 3))
+        elif auth:
+            handshake.append(("AUTH", *auth))
         if self.db:
             handshake.append(("SELECT", self.db))
         if handshake:
@@ -348,6 +355,7 @@ def for_client(client: Any) -> MultiplexedConnection | None:
         options.get("host", "localhost"),
         int(options.get("port", 6379)),
         db=int(options.get("db", 0) or 0),
+        protocol=int(options.get("protocol") or DEFAULT_RESP_VERSION),
         username=options.get("username"),
         password=options.get("password"),
         timeout_s=options.get("socket_timeout"),

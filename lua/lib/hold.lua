@@ -132,8 +132,12 @@ local function hold_commit(ctx, seats, held_rows, row0)
     if not ctx.min_deadline or ctx.min_deadline > exp then
       redis.call('ZADD', KEYS[9], 'LT', exps, ARGV[4])
     end
-    redis.call('ZADD', KEYS[6], exps, hid)
-    redis.call('PEXPIRE', KEYS[6], USER_KEY_TTL_MS)
+    -- the user's zset serves only the live-hold limit: with the limit off it is not kept
+    -- (turning the limit on counts the holds made from then on)
+    if ARGV[8] ~= '0' then
+      redis.call('ZADD', KEYS[6], exps, hid)
+      redis.call('PEXPIRE', KEYS[6], USER_KEY_TTL_MS)
+    end
   end
   if ARGV[10] == '1' then
     redis.call('SET', KEYS[8], ARGV[11] .. '\n' .. hid, 'PX', 86400000)
