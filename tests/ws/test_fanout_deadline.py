@@ -74,30 +74,27 @@ async def _subscribed_feed(
     return ws, fanout.hub.feeds["TST-1"]
 
 
-async def test_a_feed_with_a_known_tick_duration_fires_that_much_before_the_window_ends(
-    ws_server: Server, session: aiohttp.ClientSession, schedule: Layout, inventory: Inventory
+@pytest.mark.parametrize(
+    ("tick_s", "expected"),
+    [(0.040, WINDOW - 0.040), (10.0, WINDOW * 3 / 4)],
+    ids=["known-duration", "capped-at-a-quarter-window"],
+)
+async def test_a_feed_fires_its_measured_tick_duration_early_by_at_most_a_quarter_window(
+    ws_server: Server,
+    session: aiohttp.ClientSession,
+    schedule: Layout,
+    inventory: Inventory,
+    tick_s: float,
+    expected: float,
 ) -> None:
     ws, feed = await _subscribed_feed(ws_server, session, WINDOW_MS)
     async with ws:
-        feed.tick_s = 0.040
+        feed.tick_s = tick_s
         change = asyncio.create_task(hold(inventory, schedule, ["1-1A"]))
         before, when, after = await _armed_by(feed, change)
-        expected = WINDOW - 0.040
         assert before + expected - 1e-6 <= when <= after + expected + 1e-6
         update = await recv(ws)
         assert update["seats"] == {"1-1A": "held"}
-
-
-async def test_a_long_tick_duration_brings_the_tick_forward_by_a_quarter_window_at_most(
-    ws_server: Server, session: aiohttp.ClientSession, schedule: Layout, inventory: Inventory
-) -> None:
-    ws, feed = await _subscribed_feed(ws_server, session, WINDOW_MS)
-    async with ws:
-        feed.tick_s = 10.0
-        change = asyncio.create_task(hold(inventory, schedule, ["1-1A"]))
-        before, when, after = await _armed_by(feed, change)
-        expected = WINDOW * 3 / 4
-        assert before + expected - 1e-6 <= when <= after + expected + 1e-6
 
 
 async def test_a_small_feed_measures_its_ticks_and_waits_the_window_less_that(
