@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -324,8 +325,10 @@ class MultiplexedConnection:
             self._watchdog = None
         link, self._link = self._link, None
         if link is not None and link.transport is not None:
-            link.transport.close()
-        self._fail_waiting(RedisConnectionError("connection closed"))
+            with contextlib.suppress(RuntimeError):  # its event loop is already closed
+                link.transport.close()
+        with contextlib.suppress(RuntimeError):
+            self._fail_waiting(RedisConnectionError("connection closed"))
 
 
 def _fail(batch: Sequence[Pending], error: BaseException) -> None:

@@ -193,3 +193,22 @@ def _free_closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_pipeline_used_from_a_second_event_loop_gets_a_connection_of_its_own(
+    redis_url: str,
+) -> None:
+    client = aioredis.from_url(redis_url, decode_responses=False)
+    pipeline = AutoPipeline(client)
+
+    async def ping() -> object:
+        return await pipeline.execute("PING")
+
+    try:
+        assert asyncio.run(ping()) is True
+        first = pipeline._mux
+        assert asyncio.run(ping()) is True  # the first loop is closed by now
+        assert pipeline._mux is not first
+    finally:
+        pipeline.close()
+        asyncio.run(client.aclose())
