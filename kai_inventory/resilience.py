@@ -121,6 +121,8 @@ class CircuitBreaker:
             raise
         except RuntimeError as exc:
             if not _closed_transport(exc):
+                if probe:  # not an outage: let the next call probe again
+                    self._probing = False
                 raise
             # uvloop: a connection that died while being set up ("unable to perform
             # operation on <TCPTransport closed=True>"): a lost connection, not a bug

@@ -21,6 +21,8 @@ from kai_inventory.settings import Settings
 
 log = logging.getLogger(__name__)
 
+CLI_COMMAND_TIMEOUT_S = 300.0
+
 
 def connect_redis(settings: Settings) -> aioredis.Redis:
     # one Redis or Redis Cluster (redis+cluster:// / KAI_REDIS_CLUSTER): engine/connection.py
@@ -31,7 +33,11 @@ def connect_redis(settings: Settings) -> aioredis.Redis:
 async def open_sales(settings: Settings) -> AsyncIterator[Sales]:
     """A Sales with its own Redis client and Postgres pool (CLI commands, scripts)."""
     client = connect_redis(settings)
-    pool = await create_pool(settings, min_size=1, max_size=4)
+    # operator commands may scan every open schedule: the request path's 1 s statement
+    # deadline (persist/db.py) is for answering buyers, not for a rebuild or a verify
+    pool = await create_pool(
+        settings, min_size=1, max_size=4, command_timeout=CLI_COMMAND_TIMEOUT_S
+    )
     try:
         inventory = Inventory(client, Keys(settings.key_prefix))
         await inventory.load_scripts()

@@ -22,8 +22,9 @@ from kai_inventory.engine.inventory import Inventory, SoldEntry
 from kai_inventory.engine.layout import Layout
 from kai_inventory.persist import bookings as pg_bookings
 from kai_inventory.persist import catalogue
-from kai_inventory.persist.db import PG_UNAVAILABLE
+from kai_inventory.persist.db import ACQUIRE_TIMEOUT_S, PG_UNAVAILABLE
 from kai_inventory.persist.qr import qr_key
+from kai_inventory.resilience import CircuitBreaker, CircuitOpenError
 from kai_inventory.sales.outcomes import DependencyUnavailable
 from kai_inventory.settings import Settings
 
@@ -61,6 +62,13 @@ def _engine_status(status: str) -> str:
     return status if status in ("scheduled", "delayed", "cancelled") else "cancelled"
 
 
+def _no_verdict(breaker: CircuitBreaker, probe: bool) -> None:
+    """The call was cancelled before Postgres answered: nothing learnt. A probe cut short
+    opens the circuit for another cooldown (the breaker has no "probe abandoned" verdict)."""
+    if probe:
+        breaker.failure(probe=True)
+
+
 def _runs(legs: list[int]) -> list[tuple[int, int]]:
     """Sorted leg numbers -> maximal half-open runs [a, b)."""
     runs: list[tuple[int, int]] = []
@@ -75,10 +83,18 @@ def _runs(legs: list[int]) -> list[tuple[int, int]]:
 class SalesCore:
     """Plumbing shared by the use cases: the two stores, their failure mapping, layouts."""
 
-    def __init__(self, settings: Settings, inventory: Inventory, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        inventory: Inventory,
+        pool: asyncpg.Pool,
+        pg_breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.settings = settings
         self.inventory = inventory
         self.pool = pool
+        # one per process, like Redis's: 3 consecutive outages open it for 1 s, then one probe
+        self.pg_breaker = pg_breaker or CircuitBreaker("postgres")
         self._tz = zoneinfo.ZoneInfo(settings.timezone)
         self._qr_key = qr_key(settings.jwt_secret)
         self._locks: dict[str, asyncio.Lock] = {}
@@ -88,12 +104,63 @@ class SalesCore:
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _pg(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``work`` on a pooled connection under the Postgres deadlines (persist/db.py)
+        and circuit breaker; an outage, or the open circuit, raises
+        ``DependencyUnavailable("postgres")`` (503 with Retry-After).
+
+        Outages (connect, acquire, a statement timing out, a lost connection) count towards
+        opening the circuit; any other error means Postgres answered, and counts as a success.
+        A connection whose statement failed that way is terminated at once: its state is
+        unknown, and releasing it would wait for asyncpg's cancel request on a dead link.
+        """
+        breaker = self.pg_breaker
         try:
-            async with self.pool.acquire() as conn:
-                return await work(conn)
+            probe = breaker.before()
+        except CircuitOpenError as exc:
+            raise self._pg_down() from exc
+        try:
+            conn = await self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
         except PG_UNAVAILABLE as exc:
-            metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
-            raise DependencyUnavailable("postgres") from exc
+            breaker.failure(probe)
+            raise self._pg_down() from exc
+        except BaseException:
+            _no_verdict(breaker, probe)
+            raise
+        try:
+            result = await work(conn)
+        except PG_UNAVAILABLE as exc:
+            conn.terminate()
+            breaker.failure(probe)
+            raise self._pg_down() from exc
+        except Exception:
+            breaker.success(probe)
+            raise
+        except BaseException:
+            _no_verdict(breaker, probe)
+            raise
+        finally:
+            await self._release(conn)
+        breaker.success(probe)
+        return result
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        """Back to the pool; when its reset fails asyncpg terminates it, and what the work
+        did (a commit included) stands."""
+        try:
+            await self.pool.release(conn)
+        except PG_UNAVAILABLE as exc:
+            log.warning("postgres connection dropped on release: %s", type(exc).__name__)
+
+    @staticmethod
+    def _pg_down() -> DependencyUnavailable:
+        metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
+        return DependencyUnavailable("postgres")
+
+    def _fail_fast_while_pg_open(self) -> None:
+        """Raise at once while the Postgres circuit is open (a probe in flight included),
+        before a use case touches Redis for an answer that is 503 anyway."""
+        if self.pg_breaker.state == "open":
+            raise self._pg_down()
 
     async def _redis(self, call: Awaitable[T]) -> T:
         try:

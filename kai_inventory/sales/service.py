@@ -209,7 +209,11 @@ class Sales(Recovery):
            Postgres unreachable: ``confirm_abort`` (held again until it expires), 503.
         4. ``confirm``: held bits -> sold. If Redis fails here the sale stands: the booking is
            returned and reconcile (on retry, at start-up, periodically) marks it sold.
+
+        While the Postgres circuit is open the answer is 503 before step 1, so the hold is left
+        exactly as it was; a circuit that opens between steps 1 and 3 takes the step-3 path.
         """
+        self._fail_fast_while_pg_open()
         started = time.perf_counter()
         code, hold = await self._redis(
             self.inventory.confirm_begin(hold_id, user, grace_ms=CONFIRM_GRACE_MS)

@@ -74,6 +74,23 @@ async def test_breaker_probes_once_after_the_cooldown_and_closes_on_success() ->
     assert await breaker.call(_ok) == "ok"
 
 
+async def test_a_probe_that_raises_an_unrelated_error_lets_the_next_call_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, cooldown_s=1.0, clock=clock)
+    with pytest.raises(redis.exceptions.TimeoutError):
+        await breaker.call(_fail)
+    clock.now += 1.0
+
+    async def bug() -> None:
+        raise RuntimeError("a bug, not an outage")
+
+    with pytest.raises(RuntimeError):
+        await breaker.call(bug)  # the probe
+    assert breaker.state == "half_open"  # not stuck open with a probe that never returns
+    assert await breaker.call(_ok) == "ok"
+    assert breaker.state == "closed"
+
+
 async def test_breaker_reopens_when_the_probe_fails_and_ignores_answers_that_are_errors() -> None:
     clock = Clock()
     breaker = CircuitBreaker(threshold=2, cooldown_s=1.0, clock=clock)
