@@ -176,8 +176,7 @@ class MultiplexedConnection:
         waiting = self._waiting
         if not waiting:
             self._progress = time.monotonic()
-        last = len(batch) - 1
-        for i, (args, future) in enumerate(batch):
+        for args, future in batch:
             try:
                 chunks.append(pack(args))
             except DataError as exc:
@@ -185,11 +184,17 @@ class MultiplexedConnection:
                     future.set_exception(exc)
                 continue
             name = args[0] if isinstance(args[0], str) else args[0].decode()
-            waiting.append((future, name.upper(), probe if i == last else None))
-        if chunks:
-            link.transport.write(b"".join(chunks))
-            self.writes += 1
-            self._arm()
+            waiting.append((future, name.upper(), None))
+        if not chunks:
+            if probe and self.breaker is not None:  # nothing reached Redis: no verdict
+                self.breaker.failure(probe)
+            return
+        if probe is not None:  # the batch's verdict comes with its last reply
+            future, name, _ = waiting[-1]
+            waiting[-1] = (future, name, probe)
+        link.transport.write(b"".join(chunks))
+        self.writes += 1
+        self._arm()
 
     # ---- connecting ---------------------------------------------------------------------------
 
@@ -232,8 +237,13 @@ class MultiplexedConnection:
         if handshake:
             futures = [loop.create_future() for _ in handshake]
             self._write(list(zip(handshake, futures, strict=True)), None)
-            for future in futures:
-                await future  # an AUTH error is raised to the first caller
+            try:
+                for future in futures:
+                    await future  # an AUTH error is raised to the first caller
+            except BaseException as exc:
+                if self._link is link:  # no half-set-up connection is kept
+                    self._abort(RedisConnectionError(f"Redis handshake failed: {exc}"))
+                raise
 
     # ---- receiving ----------------------------------------------------------------------------
 

@@ -212,3 +212,49 @@ def test_a_pipeline_used_from_a_second_event_loop_gets_a_connection_of_its_own(
     finally:
         pipeline.close()
         asyncio.run(client.aclose())
+
+
+async def test_a_failed_handshake_keeps_no_half_set_up_connection(redis_url: str) -> None:
+    host, port = redis_url.split("//")[1].split("/")[0].split(":")
+    mux = MultiplexedConnection(
+        host, int(port), username="kai-no-such-user", password="x", timeout_s=1.0
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        for attempt in (1, 2):
+            future = loop.create_future()
+            mux.send([(("PING",), future)])
+            with pytest.raises(redis.exceptions.RedisError):
+                await future
+            assert not mux.connected
+            assert mux.connects == attempt  # each call tries the handshake again
+    finally:
+        mux.close()
+
+
+async def test_a_probe_batch_that_never_reached_redis_lets_a_later_call_probe(
+    redis_url: str,
+) -> None:
+    clock = [100.0]
+    breaker = CircuitBreaker(threshold=1, cooldown_s=1.0, clock=lambda: clock[0])
+    client = aioredis.from_url(redis_url, decode_responses=False)
+    mux = for_client(client)
+    assert mux is not None
+    mux.breaker = breaker
+    loop = asyncio.get_running_loop()
+    try:
+        breaker.failure()
+        assert breaker.state == "open"
+        clock[0] += 1.0
+        bad = loop.create_future()
+        mux.send([(("SET", "k", None), bad)])  # the probe: nothing can be sent
+        with pytest.raises(redis.exceptions.DataError):
+            await bad
+        clock[0] += 1.0
+        good = loop.create_future()
+        mux.send([(("PING",), good)])  # the next probe goes through and closes the circuit
+        assert await good is True
+        assert breaker.state == "closed"
+    finally:
+        mux.close()
+        await client.aclose()
