@@ -294,9 +294,9 @@ class MultiplexedConnection:
         waiting, self._waiting = self._waiting, collections.deque()
         breaker = self.breaker
         if breaker is not None and waiting:
-            probes = [p for _, _, p in waiting if p is not None]
-            for probe in probes or [False]:
-                breaker.failure(probe)
+            # one lost connection is one outage, however many batches were on it: a Redis
+            # restart must not open the circuit by itself when the reconnect works
+            breaker.failure(any(p for _, _, p in waiting))
         for future, _, _ in waiting:
             if not future.done():
                 future.set_exception(error)

@@ -258,3 +258,33 @@ async def test_a_probe_batch_that_never_reached_redis_lets_a_later_call_probe(
     finally:
         mux.close()
         await client.aclose()
+
+
+async def test_one_lost_connection_counts_as_one_outage_however_many_batches_waited(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    breaker = CircuitBreaker(threshold=2, cooldown_s=60)
+    client = aioredis.from_url(redis_url, decode_responses=False)
+    mux = for_client(client)
+    assert mux is not None
+    mux.breaker = breaker
+    loop = asyncio.get_running_loop()
+    try:
+        first = loop.create_future()
+        mux.send([(("CLIENT", "ID"), first)])
+        own_id = await first
+        blocked = [loop.create_future() for _ in range(3)]
+        for i, future in enumerate(blocked):  # three batches wait behind a blocking call
+            mux.send([(("BLPOP", f"kai-mx-never-{i}", "2"), future)])
+        await asyncio.sleep(0.1)
+        await redis_client.execute_command("CLIENT", "KILL", "ID", own_id)
+        for future in blocked:
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await future
+        assert breaker.state == "closed"  # one failure of the two it takes
+        again = loop.create_future()
+        mux.send([(("PING",), again)])
+        assert await again is True
+    finally:
+        mux.close()
+        await client.aclose()
