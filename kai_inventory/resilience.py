@@ -39,7 +39,7 @@ BREAKER_THRESHOLD = 3
 BREAKER_COOLDOWN_S = 1.0
 
 # Failures that say "Redis is not answering" (a script error or a refusal is an answer).
-_OUTAGE: tuple[type[BaseException], ...] = (
+REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     ConnectionError,
@@ -111,12 +111,15 @@ class CircuitBreaker:
             self._opened_at = self._clock()
             self._probing = False
 
-    async def call(self, work: Any) -> Any:
-        """Run ``await work()`` under the breaker."""
+    async def call(
+        self, work: Any, outages: tuple[type[BaseException], ...] = REDIS_OUTAGES
+    ) -> Any:
+        """Run ``await work()`` under the breaker. ``outages`` count towards opening it; any
+        other error is an answer (the dependency is alive); a cancelled call says nothing."""
         probe = self.before()
         try:
             result = await work()
-        except _OUTAGE:
+        except outages:
             self.failure(probe)
             raise
         except RuntimeError as exc:
@@ -128,8 +131,11 @@ class CircuitBreaker:
             # operation on <TCPTransport closed=True>"): a lost connection, not a bug
             self.failure(probe)
             raise redis.exceptions.ConnectionError(f"{self.name}: {exc}") from exc
+        except Exception:
+            self.success(probe)  # an error the dependency answered with
+            raise
         except BaseException:
-            if probe:  # cancelled or another error: let the next call probe again
+            if probe:  # cancelled: let the next call probe again
                 self._probing = False
             raise
         self.success(probe)

@@ -282,7 +282,7 @@ async def _waiting_room_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait_for(task, timeout=5)
         except (TimeoutError, asyncio.CancelledError):
             task.cancel()
-        room.pipeline.close()
+        room.close()
 
 
 def setup_waiting_room(app: web.Application) -> None:

@@ -43,39 +43,52 @@ class _Cluster(RedisCluster):
         return await super()._determine_slot(command, *args)
 
 
+def pack_command(args: tuple[Any, ...]) -> bytes:
+    """RESP bytes of one command, packed by hiredis (C); the same bytes as redis-py's packer,
+    which loops in Python over every argument."""
+    # as redis-py: a command name with spaces ("FUNCTION LOAD") is split into words
+    first = args[0]
+    if isinstance(first, str):
+        args = (*first.encode().split(), *args[1:])
+    elif b" " in first:
+        args = (*first.split(), *args[1:])
+    try:
+        return hiredis.pack_command(args)  # type: ignore[no-any-return]
+    except TypeError as exc:  # None, bool, a list...: redis-py raises DataError too
+        raise DataError(str(exc)) from exc
+
+
 class HiredisPackConnection(aioredis.Connection):
-    """A TCP connection that packs commands with hiredis (same bytes as redis-py's packer,
-    which loops in Python over every argument)."""
+    """A TCP connection that packs commands with :func:`pack_command`."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        # as redis-py: a command name with spaces ("FUNCTION LOAD") is split into words
-        first = args[0]
-        if isinstance(first, str):
-            args = (*first.encode().split(), *args[1:])
-        elif b" " in first:
-            args = (*first.split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as exc:  # None, bool, a list...: redis-py raises DataError too
-            raise DataError(str(exc)) from exc
+        return [pack_command(args)]
 
 
-def use_hiredis_packing(client: Any) -> bool:
-    """Switch a plain client's pool to ``HiredisPackConnection`` (connections made from now on).
-    Only for plain TCP connections with UTF-8 strict encoding (what hiredis does); False, and
-    nothing changed, otherwise (SSL, Unix socket, Cluster, another encoding)."""
+def plain_tcp_options(client: Any) -> dict[str, Any] | None:
+    """The connection options of a plain TCP ``redis.asyncio.Redis`` whose strings encode as
+    UTF-8 strict (what hiredis packing does); None otherwise (SSL, Unix socket, Cluster,
+    another encoding, a fake)."""
     pool = getattr(client, "connection_pool", None)
     if pool is None or getattr(pool, "connection_class", None) not in (
         aioredis.Connection,
         HiredisPackConnection,
     ):
-        return False
-    options = pool.connection_kwargs
+        return None
+    options: dict[str, Any] = pool.connection_kwargs
     if str(options.get("encoding", "utf-8")).lower().replace("_", "-") not in ("utf-8", "utf8"):
-        return False
+        return None
     if options.get("encoding_errors", "strict") != "strict":
+        return None
+    return options
+
+
+def use_hiredis_packing(client: Any) -> bool:
+    """Switch a plain client's pool to ``HiredisPackConnection`` (connections made from now on).
+    False, and nothing changed, when ``plain_tcp_options`` refuses the client."""
+    if plain_tcp_options(client) is None:
         return False
-    pool.connection_class = HiredisPackConnection
+    client.connection_pool.connection_class = HiredisPackConnection
     return True
 
 

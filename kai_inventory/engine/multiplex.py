@@ -34,20 +34,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import hiredis
-import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import DEFAULT_RESP_VERSION
 
-from kai_inventory.engine.connection import HiredisPackConnection
+from kai_inventory.engine.connection import pack_command, plain_tcp_options
 
 Command = tuple[Any, ...]
 Pending = tuple[Command, "asyncio.Future[Any]"]
 
 _NOT_ENOUGH = object()
-_TCP_CONNECTIONS = (aioredis.Connection, HiredisPackConnection)
 
 
 class Breaker(Protocol):
@@ -56,17 +54,6 @@ class Breaker(Protocol):
     def success(self, probe: bool = False) -> None: ...
 
     def failure(self, probe: bool = False) -> None: ...
-
-
-def pack(args: Command) -> bytes:
-    """RESP bytes of one command; a name with spaces ("FUNCTION LOAD") is split into words."""
-    first = args[0]
-    if isinstance(first, str) and " " in first:
-        args = (*first.split(), *args[1:])
-    try:
-        return hiredis.pack_command(args)  # type: ignore[no-any-return]
-    except TypeError as exc:  # None, bool, a list...: redis-py raises DataError too
-        raise DataError(str(exc)) from exc
 
 
 class _Link(asyncio.Protocol):
@@ -178,7 +165,7 @@ class MultiplexedConnection:
             self._progress = time.monotonic()
         for args, future in batch:
             try:
-                chunks.append(pack(args))
+                chunks.append(pack_command(args))
             except DataError as exc:
                 if not future.done():
                     future.set_exception(exc)
@@ -355,13 +342,9 @@ def _consume(task: asyncio.Task[None]) -> None:
 def for_client(client: Any) -> MultiplexedConnection | None:
     """A multiplexed connection with ``client``'s address, credentials, deadlines, response
     callbacks and circuit breaker (a ``breaker`` attribute, see ``resilience.GuardedRedis``);
-    None when the client is not a plain TCP ``redis.asyncio.Redis`` returning bytes (Cluster,
-    Unix socket, SSL, decoded responses, or a fake)."""
-    pool = getattr(client, "connection_pool", None)
-    if pool is None or getattr(pool, "connection_class", None) not in _TCP_CONNECTIONS:
-        return None
-    options = pool.connection_kwargs
-    if options.get("decode_responses"):
+    None when the client is not a plain TCP client returning bytes (``plain_tcp_options``)."""
+    options = plain_tcp_options(client)
+    if options is None or options.get("decode_responses"):
         return None
     callbacks = getattr(client, "response_callbacks", None) or {}
     return MultiplexedConnection(

@@ -58,14 +58,12 @@ FLUSH_AT = 16
 
 
 class AutoPipeline:
-    def __init__(
-        self, client: Any, retry_s: float = 0.0, *, multiplex: bool = True, flush_at: int = FLUSH_AT
-    ) -> None:
+    def __init__(self, client: Any, retry_s: float = 0.0) -> None:
         self._client = client
         self.retry_s = retry_s
-        self._mux = multiplex_for(client) if multiplex else None
+        self._mux = multiplex_for(client)
         self._mux_loop: asyncio.AbstractEventLoop | None = None
-        self.flush_at = flush_at if self._mux is not None else _MAX_BATCH
+        self.flush_at = FLUSH_AT if self._mux is not None else _MAX_BATCH
         self.retries = 0  # commands sent again (Cluster)
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._scheduled = False

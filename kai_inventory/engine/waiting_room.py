@@ -259,6 +259,10 @@ class WaitingRoom:
         self._directory_at = -math.inf
         self._directory_ttl_s = directory_ttl_s
 
+    def close(self) -> None:
+        """Close the room's own connection (the Redis client is the caller's to close)."""
+        self.pipeline.close()
+
     def sale_keys(self, sale_id: str) -> SaleKeys:
         return SaleKeys.of(self.keys, sale_id)
 

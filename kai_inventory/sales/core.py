@@ -24,7 +24,7 @@ from kai_inventory.persist import bookings as pg_bookings
 from kai_inventory.persist import catalogue
 from kai_inventory.persist.db import ACQUIRE_TIMEOUT_S, PG_UNAVAILABLE
 from kai_inventory.persist.qr import qr_key
-from kai_inventory.resilience import CircuitBreaker, CircuitOpenError
+from kai_inventory.resilience import CircuitBreaker
 from kai_inventory.sales.outcomes import DependencyUnavailable
 from kai_inventory.settings import Settings
 
@@ -62,11 +62,9 @@ def _engine_status(status: str) -> str:
     return status if status in ("scheduled", "delayed", "cancelled") else "cancelled"
 
 
-def _no_verdict(breaker: CircuitBreaker, probe: bool) -> None:
-    """The call was cancelled before Postgres answered: nothing learnt. A probe cut short
-    opens the circuit for another cooldown (the breaker has no "probe abandoned" verdict)."""
-    if probe:
-        breaker.failure(probe=True)
+# What ``_pg`` answers with 503: an outage, the open circuit (``CircuitOpenError``), or a
+# connection the breaker saw die while being set up (both redis ``ConnectionError``s).
+_PG_DOWN: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError, *PG_UNAVAILABLE)
 
 
 def _runs(legs: list[int]) -> list[tuple[int, int]]:
@@ -109,39 +107,28 @@ class SalesCore:
         ``DependencyUnavailable("postgres")`` (503 with Retry-After).
 
         Outages (connect, acquire, a statement timing out, a lost connection) count towards
-        opening the circuit; any other error means Postgres answered, and counts as a success.
-        A connection whose statement failed that way is terminated at once: its state is
-        unknown, and releasing it would wait for asyncpg's cancel request on a dead link.
+        opening the circuit; any other error means Postgres answered.
         """
-        breaker = self.pg_breaker
         try:
-            probe = breaker.before()
-        except CircuitOpenError as exc:
+            result: T = await self.pg_breaker.call(
+                lambda: self._on_connection(work), outages=PG_UNAVAILABLE
+            )
+        except _PG_DOWN as exc:
             raise self._pg_down() from exc
+        return result
+
+    async def _on_connection(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``work`` on a pooled connection. A connection whose statement met an outage is
+        terminated at once: its state is unknown, and releasing it would wait for asyncpg's
+        cancel request on a dead link."""
+        conn = await self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
         try:
-            conn = await self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-        except PG_UNAVAILABLE as exc:
-            breaker.failure(probe)
-            raise self._pg_down() from exc
-        except BaseException:
-            _no_verdict(breaker, probe)
-            raise
-        try:
-            result = await work(conn)
-        except PG_UNAVAILABLE as exc:
+            return await work(conn)
+        except PG_UNAVAILABLE:
             conn.terminate()
-            breaker.failure(probe)
-            raise self._pg_down() from exc
-        except Exception:
-            breaker.success(probe)
-            raise
-        except BaseException:
-            _no_verdict(breaker, probe)
             raise
         finally:
             await self._release(conn)
-        breaker.success(probe)
-        return result
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         """Back to the pool; when its reset fails asyncpg terminates it, and what the work

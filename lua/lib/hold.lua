@@ -77,7 +77,7 @@ local function hold_begin()
     return hold_done({HOLD_LIMIT})
   end
   return nil, {now = now, n = n, legs = legs, rb = rb, a = a, b = b, ttl = ttl, dep = dep,
-    min_deadline = min_deadline}
+    min_deadline = min_deadline, max_active = max_active}
 end
 
 -- Set the held bits of `seats` (sorted or not) on legs [ctx.a, ctx.b), given `rows`: the held
@@ -134,7 +134,7 @@ local function hold_commit(ctx, seats, held_rows, row0)
     end
     -- the user's zset serves only the live-hold limit: with the limit off it is not kept
     -- (turning the limit on counts the holds made from then on)
-    if ARGV[8] ~= '0' then
+    if ctx.max_active > 0 then
       redis.call('ZADD', KEYS[6], exps, hid)
       redis.call('PEXPIRE', KEYS[6], USER_KEY_TTL_MS)
     end

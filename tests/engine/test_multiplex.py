@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -104,6 +104,35 @@ async def test_a_client_without_a_plain_tcp_connection_keeps_redis_pys_pipeline(
         await unix.aclose()
 
 
+Guarded = Callable[[CircuitBreaker], MultiplexedConnection]
+
+
+async def _send(mux: MultiplexedConnection, *command: object) -> object:
+    """One command as its own batch, straight on the connection."""
+    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    mux.send([(command, future)])
+    return await future
+
+
+@pytest.fixture
+async def guarded(redis_url: str) -> AsyncIterator[Guarded]:
+    """A multiplexed connection to the test Redis behind the given breaker."""
+    client = aioredis.from_url(redis_url, decode_responses=False)
+    made: list[MultiplexedConnection] = []
+
+    def make(breaker: CircuitBreaker) -> MultiplexedConnection:
+        mux = for_client(client)
+        assert mux is not None
+        mux.breaker = breaker
+        made.append(mux)
+        return mux
+
+    yield make
+    for mux in made:
+        mux.close()
+    await client.aclose()
+
+
 def _silent_listener() -> tuple[socket.socket, int]:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -152,19 +181,14 @@ async def test_the_circuit_breaker_opens_after_repeated_failures_and_then_fails_
     breaker = CircuitBreaker(threshold=2, cooldown_s=60)
     port = _free_closed_port()
     mux = MultiplexedConnection("127.0.0.1", port, timeout_s=0.2, breaker=breaker)
-    loop = asyncio.get_running_loop()
     try:
         for _ in range(2):
-            future = loop.create_future()
-            mux.send([(("PING",), future)])
             with pytest.raises(redis.exceptions.ConnectionError):
-                await future
+                await _send(mux, "PING")
         assert breaker.state == "open"
         connects = mux.connects
-        future = loop.create_future()
-        mux.send([(("PING",), future)])
         with pytest.raises(CircuitOpenError):
-            await future
+            await _send(mux, "PING")
         assert mux.connects == connects  # nothing touched the network
     finally:
         mux.close()
@@ -219,13 +243,10 @@ async def test_a_failed_handshake_keeps_no_half_set_up_connection(redis_url: str
     mux = MultiplexedConnection(
         host, int(port), username="kai-no-such-user", password="x", timeout_s=1.0
     )
-    loop = asyncio.get_running_loop()
     try:
         for attempt in (1, 2):
-            future = loop.create_future()
-            mux.send([(("PING",), future)])
             with pytest.raises(redis.exceptions.RedisError):
-                await future
+                await _send(mux, "PING")
             assert not mux.connected
             assert mux.connects == attempt  # each call tries the handshake again
     finally:
@@ -233,58 +254,34 @@ async def test_a_failed_handshake_keeps_no_half_set_up_connection(redis_url: str
 
 
 async def test_a_probe_batch_that_never_reached_redis_lets_a_later_call_probe(
-    redis_url: str,
+    guarded: Guarded,
 ) -> None:
     clock = [100.0]
     breaker = CircuitBreaker(threshold=1, cooldown_s=1.0, clock=lambda: clock[0])
-    client = aioredis.from_url(redis_url, decode_responses=False)
-    mux = for_client(client)
-    assert mux is not None
-    mux.breaker = breaker
-    loop = asyncio.get_running_loop()
-    try:
-        breaker.failure()
-        assert breaker.state == "open"
-        clock[0] += 1.0
-        bad = loop.create_future()
-        mux.send([(("SET", "k", None), bad)])  # the probe: nothing can be sent
-        with pytest.raises(redis.exceptions.DataError):
-            await bad
-        clock[0] += 1.0
-        good = loop.create_future()
-        mux.send([(("PING",), good)])  # the next probe goes through and closes the circuit
-        assert await good is True
-        assert breaker.state == "closed"
-    finally:
-        mux.close()
-        await client.aclose()
+    mux = guarded(breaker)
+    breaker.failure()
+    assert breaker.state == "open"
+    clock[0] += 1.0
+    with pytest.raises(redis.exceptions.DataError):
+        await _send(mux, "SET", "k", None)  # the probe: nothing can be sent
+    clock[0] += 1.0
+    assert await _send(mux, "PING") is True  # the next probe goes through and closes it
+    assert breaker.state == "closed"
 
 
 async def test_one_lost_connection_counts_as_one_outage_however_many_batches_waited(
-    redis_url: str, redis_client: aioredis.Redis
+    guarded: Guarded, redis_client: aioredis.Redis
 ) -> None:
     breaker = CircuitBreaker(threshold=2, cooldown_s=60)
-    client = aioredis.from_url(redis_url, decode_responses=False)
-    mux = for_client(client)
-    assert mux is not None
-    mux.breaker = breaker
-    loop = asyncio.get_running_loop()
-    try:
-        first = loop.create_future()
-        mux.send([(("CLIENT", "ID"), first)])
-        own_id = await first
-        blocked = [loop.create_future() for _ in range(3)]
-        for i, future in enumerate(blocked):  # three batches wait behind a blocking call
-            mux.send([(("BLPOP", f"kai-mx-never-{i}", "2"), future)])
-        await asyncio.sleep(0.1)
-        await redis_client.execute_command("CLIENT", "KILL", "ID", own_id)
-        for future in blocked:
-            with pytest.raises(redis.exceptions.ConnectionError):
-                await future
-        assert breaker.state == "closed"  # one failure of the two it takes
-        again = loop.create_future()
-        mux.send([(("PING",), again)])
-        assert await again is True
-    finally:
-        mux.close()
-        await client.aclose()
+    mux = guarded(breaker)
+    own_id = await _send(mux, "CLIENT", "ID")
+    blocked = [  # three batches wait behind a blocking call
+        asyncio.ensure_future(_send(mux, "BLPOP", f"kai-mx-never-{i}", "2")) for i in range(3)
+    ]
+    await asyncio.sleep(0.1)
+    await redis_client.execute_command("CLIENT", "KILL", "ID", own_id)
+    for future in blocked:
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await future
+    assert breaker.state == "closed"  # one failure of the two it takes
+    assert await _send(mux, "PING") is True

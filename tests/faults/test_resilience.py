@@ -59,12 +59,18 @@ async def test_breaker_opens_after_consecutive_outages_and_fails_fast() -> None:
     assert calls == 0  # the dead Redis was not waited on
 
 
-async def test_breaker_probes_once_after_the_cooldown_and_closes_on_success() -> None:
-    clock = Clock()
+async def _half_open(clock: Clock) -> CircuitBreaker:
+    """A breaker that one outage opened and whose cooldown has just passed."""
     breaker = CircuitBreaker(threshold=1, cooldown_s=1.0, clock=clock)
     with pytest.raises(redis.exceptions.TimeoutError):
         await breaker.call(_fail)
     clock.now += 1.0
+    return breaker
+
+
+async def test_breaker_probes_once_after_the_cooldown_and_closes_on_success() -> None:
+    clock = Clock()
+    breaker = await _half_open(clock)
     assert breaker.state == "half_open"
     assert breaker.before() is True  # this caller is the probe ...
     with pytest.raises(CircuitOpenError):
@@ -75,11 +81,7 @@ async def test_breaker_probes_once_after_the_cooldown_and_closes_on_success() ->
 
 
 async def test_a_probe_that_raises_an_unrelated_error_lets_the_next_call_probe() -> None:
-    clock = Clock()
-    breaker = CircuitBreaker(threshold=1, cooldown_s=1.0, clock=clock)
-    with pytest.raises(redis.exceptions.TimeoutError):
-        await breaker.call(_fail)
-    clock.now += 1.0
+    breaker = await _half_open(Clock())
 
     async def bug() -> None:
         raise RuntimeError("a bug, not an outage")
@@ -88,6 +90,17 @@ async def test_a_probe_that_raises_an_unrelated_error_lets_the_next_call_probe()
         await breaker.call(bug)  # the probe
     assert breaker.state == "half_open"  # not stuck open with a probe that never returns
     assert await breaker.call(_ok) == "ok"
+    assert breaker.state == "closed"
+
+
+async def test_a_probe_answered_with_an_error_closes_the_circuit() -> None:
+    breaker = await _half_open(Clock())
+
+    async def refused() -> None:
+        raise redis.exceptions.ResponseError("ERR an answer, so the dependency is alive")
+
+    with pytest.raises(redis.exceptions.ResponseError):
+        await breaker.call(refused)  # the probe
     assert breaker.state == "closed"
 
 
