@@ -183,6 +183,9 @@ class LoadResult:
     server_cpu: float = 0.0  # CPU of the server's worker processes, % of one core (summed)
     redis_cpu: float = 0.0  # CPU of redis-server (INFO cpu), % of one core
     machine_cpu: float = 0.0  # CPU of the whole machine, % of one core (2 cores: up to 200)
+    script_calls: int = 0  # script calls (FCALL, EVALSHA) during the run
+    # the commands the scripts ran, busiest first: (command, calls per script call, usec each)
+    inner: list[tuple[str, float, float]] = field(default_factory=list)
 
     @property
     def n5xx(self) -> int:
@@ -251,10 +254,29 @@ def measure(
     data = run_wrk(wrk, base_url, script, args.duration, args.connections, args.threads)
     machine = psutil.cpu_percent(None) * (os.cpu_count() or 1)
     busy = redis_cpu = 0.0
+    script_calls = 0
+    inner: list[tuple[str, float, float]] = []
     if client is not None:
         stats = client.info("commandstats")
         usec = sum(float(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in SCRIPT_COMMANDS)
+        script_calls = sum(
+            int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in SCRIPT_COMMANDS
+        )
         busy = usec / data["duration_us"]
+        if script_calls:
+            inner = sorted(
+                (
+                    (
+                        name.removeprefix("cmdstat_"),
+                        int(v["calls"]) / script_calls,
+                        float(v["usec_per_call"]),
+                    )
+                    for name, v in stats.items()
+                    if name.removeprefix("cmdstat_")
+                    not in (*SCRIPT_COMMANDS, "info", "config|resetstat")
+                ),
+                key=lambda t: -t[1] * t[2],
+            )
         redis_cpu = 100 * (_redis_cpu_s(client) - redis_cpu_before) / (data["duration_us"] / 1e6)
         client.close()
     cpu = sum(proc.cpu_percent(None) for proc in procs)
@@ -274,7 +296,14 @@ def measure(
         server_cpu=cpu,
         redis_cpu=redis_cpu,
         machine_cpu=machine,
+        script_calls=script_calls,
+        inner=inner,
     )
+    if script_calls:
+        print(
+            f"bench: {name:<16} {usec / script_calls:.1f} µs per script call; inside: "
+            + ", ".join(f"{c} {n:.2f}x{u:.1f}µs" for c, n, u in inner[:10])
+        )
     print(
         f"bench: {name:<16} {result.rps:9.0f} req/s  p50 {result.p50_ms:6.2f} ms"
         f"  p99 {result.p99_ms:6.2f} ms  status {result.status}  socket errors {errors}"

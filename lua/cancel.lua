@@ -20,8 +20,7 @@ local m = redis.call('HMGET', KEYS[1], 'n', 'legs', 'lid', 'toff')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[4])
 local n, legs = tonumber(m[1]), tonumber(m[2])
-local rb = math.ceil(n / 8)
-reap(KEYS[1], KEYS[3], KEYS[4], rb, now)
+reap(KEYS[1], KEYS[3], KEYS[4], legs, now)
 local function done(reply)
   flush(KEYS[1], KEYS[5])
   return reply
@@ -35,7 +34,7 @@ end
 for _, i in ipairs(seats) do
   if not i or i < 0 or i >= n or i ~= math.floor(i) then return done({INVALID_ARGUMENT}) end
 end
-local freed = bits_write(KEYS[2], {{a, b, seats}}, rb, 0)
+local freed = bits_write(KEYS[2], {{a, b, seats}}, legs, 0)
 if freed == 0 then return done({NOT_SOLD}) end
 note(a, b, seats)
 return done({OK, freed})

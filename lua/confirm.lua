@@ -15,11 +15,11 @@
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'n', 'toff')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[2])
-local rb = math.ceil(tonumber(m[1]) / 8)
-reap(KEYS[1], KEYS[3], KEYS[4], rb, now)
+local legs = tonumber(m[1])
+reap(KEYS[1], KEYS[3], KEYS[4], legs, now)
 
 local hid = ARGV[1]
 local h = redis.call('HMGET', KEYS[5], 'st', 'a', 'b', 'seats', 'user')
@@ -35,7 +35,7 @@ local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
 local mine_legs = {{a, b, seats}}
 local revoked = 0
 if h[1] == 'held' or h[1] == 'confirming' then
-  bits_write(KEYS[3], mine_legs, rb, 0)
+  bits_write(KEYS[3], mine_legs, legs, 0)
   redis.call('ZREM', KEYS[4], hid)
   if not CLUSTER then redis.call('ZREM', user_holds_key(KEYS[1], h[5]), hid) end
 else
@@ -45,11 +45,11 @@ else
     return k >= a and k < b and mine[i]
   end)
   for _, o in ipairs(others) do
-    end_hold(KEYS[1], KEYS[3], KEYS[4], rb, o[1], o[2], o[3], 'released')
+    end_hold(KEYS[1], KEYS[3], KEYS[4], legs, o[1], o[2], o[3], 'released')
     revoked = revoked + 1
   end
 end
-bits_write(KEYS[2], mine_legs, rb, 1)
+bits_write(KEYS[2], mine_legs, legs, 1)
 redis.call('HSET', KEYS[5], 'st', 'confirmed', 'bk', ARGV[2])
 note(a, b, seats)
 flush(KEYS[1], KEYS[6])

@@ -14,11 +14,11 @@
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'n', 'toff')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[2])
-local rb = math.ceil(tonumber(m[1]) / 8)
-reap(KEYS[1], KEYS[2], KEYS[3], rb, now)
+local legs = tonumber(m[1])
+reap(KEYS[1], KEYS[2], KEYS[3], legs, now)
 
 local hid = ARGV[1]
 local h = redis.call('HMGET', KEYS[4], 'st', 'a', 'b', 'seats', 'user', 'exp')
@@ -35,7 +35,7 @@ elseif h[1] == 'expired' then
 elseif h[1] == 'confirming' then
   local exp = tonumber(h[6])
   if now >= exp then
-    end_hold(KEYS[1], KEYS[2], KEYS[3], rb, KEYS[4], hid, h, 'expired')
+    end_hold(KEYS[1], KEYS[2], KEYS[3], legs, KEYS[4], hid, h, 'expired')
     code = HOLD_EXPIRED
   else
     redis.call('HSET', KEYS[4], 'st', 'held')

@@ -15,11 +15,11 @@
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'n', 'toff')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[2])
-local rb = math.ceil(tonumber(m[1]) / 8)
-reap(KEYS[1], KEYS[2], KEYS[3], rb, now)
+local legs = tonumber(m[1])
+reap(KEYS[1], KEYS[2], KEYS[3], legs, now)
 flush(KEYS[1], KEYS[5])
 
 local hid = ARGV[1]

@@ -4,8 +4,9 @@
 -- with a window), then, only when no car can seat the group together, c seats in one car, then
 -- anywhere in the class. Strategy 'best' (segment-aware) prefers seats whose legs a-1 and b are
 -- already taken (sold or held; a = 0 and b = L count as taken); 'first' takes the lowest
--- indices. Work is per car, on bytes: the car's few bytes of each journey row are OR'ed with
--- `bit.bor`, eight bytes and four rows at a time; no per-seat tables outside the rare fallback.
+-- indices. Work is per car, on bytes: a seat group's journey legs are adjacent bytes, OR'ed by
+-- one `bit.bor` over one `string.byte` call per bitmap; no per-seat tables outside the rare
+-- fallback. A car's scan stops at a window reaching the best score its neighbours allow.
 -- @function
 -- KEYS[1] meta: schedule meta hash
 -- KEYS[2] sold: sold bitmap
@@ -51,108 +52,50 @@ if not cs or not ce or not c or c < 1 or cs < 0 or ce > ctx.n or cs > ce then
 end
 if cs == ce then return hold_done({INSUFFICIENT_INVENTORY, 0}) end
 local best = ARGV[16] ~= 'first'
-local a, b, rb, legs = ctx.a, ctx.b, ctx.rb, ctx.legs
+local a, b, legs = ctx.a, ctx.b, ctx.legs
 local MAX_CARS = 3  -- cars with a window the best fit compares before it picks
 
--- Rows lo..hi (legs of the journey, plus its neighbours for best fit), one GETRANGE per bitmap;
--- padded with zero bytes so that eight-byte reads never run past the end.
-local lo, hi = a, b - 1
-if best then
-  if a > 0 then lo = a - 1 end
-  if b < legs then hi = b end
-end
-local held_rows = redis.call('GETRANGE', KEYS[3], lo * rb, (hi + 1) * rb - 1)
-local sold = redis.call('GETRANGE', KEYS[2], lo * rb, (hi + 1) * rb - 1)
-local want = (hi - lo + 1) * rb + 8
-local held = held_rows
-if #sold < want then sold = sold .. string.rep('\0', want - #sold) end
-if #held < want then held = held .. string.rep('\0', want - #held) end
+-- The class's seat groups g0..g1, all legs, one GETRANGE per bitmap (zero-padded); leg k of
+-- group j is byte (j - g0)*legs + k + 1 of sold/held.
+local g0, g1 = (cs - cs % 8) / 8, ((ce - 1) - (ce - 1) % 8) / 8
+local off = g0 * legs
+local want = (g1 - g0 + 1) * legs
+local sold = padded(redis.call('GETRANGE', KEYS[2], off, off + want - 1), want)
+local held = padded(redis.call('GETRANGE', KEYS[3], off, off + want - 1), want)
 
-local band, bor, byte = bit.band, bit.bor, string.byte
-local nrow = b - a
-local row_a = (a - lo) * rb  -- offset (0-based) of row a in sold/held
--- the neighbouring legs: a constant byte (255: taken, a = 0 / b = L; 0: first fit) or a row read
+local bor, byte = bit.bor, string.byte
+-- the neighbouring legs a-1 and b: a constant byte (255: taken, a = 0 / b = L; 0: first fit)
+-- or read per group
 local pv_const, nx_const = 0, 0
 if best then
   pv_const, nx_const = 255, 255
-  if a > lo then pv_const = nil end
-  if b <= hi then nx_const = nil end
+  if a > 0 then pv_const = nil end
+  if b < legs then nx_const = nil end
 end
-local row_n = (b - lo) * rb
+-- the best score any window can reach: c seats, each +1 per neighbouring leg that may be taken
+local top_score = 0
+if pv_const ~= 0 then top_score = top_score + c end
+if nx_const ~= 0 then top_score = top_score + c end
 
--- The best score a seat can reach (an upper bound): 2 when both neighbouring legs may be taken,
--- 1 when one may, 0 when both neighbour rows are free over the class's bytes (early in a sale:
--- then the first window found is already the best and the scan stops there).
-local seat_max = 0
-if best then
-  local jb, je = (cs - cs % 8) / 8, ((ce - 1) - (ce - 1) % 8) / 8
-  local zeros = string.rep('\0', je - jb + 1)
-  local function taken(k)  -- leg k may hold a taken seat of the class (outside: taken)
-    if k < 0 or k >= legs then return true end
-    local p = (k - lo) * rb + jb + 1
-    local q = p + je - jb
-    return string.sub(sold, p, q) ~= zeros or string.sub(held, p, q) ~= zeros
-  end
-  if taken(a - 1) then seat_max = seat_max + 1 end
-  if taken(b) then seat_max = seat_max + 1 end
-end
-local top_score = seat_max * c
-
--- occ[q], pvb[q], nxb[q]: byte jb + q - 1 of a car's span, OR'ed over the journey's rows (taken
--- on any leg), and of legs a-1 and b. Eight bytes per string.byte call, both bitmaps per bor.
+-- occ[q], pvb[q], nxb[q]: group jb + q - 1 OR'ed over the journey's legs (a bit is set when its
+-- seat is taken on any leg), and its legs a-1 and b; one string.byte call per leg span. Returns
+-- the best score a window of the car can reach (from the neighbours' bits, an upper bound).
 local occ, pvb, nxb = {}, {}, {}
-local function neighbour(t, const, row, jb, w)
-  if const then
-    for q = 1, w do t[q] = const end
-    return
-  end
-  for q0 = 0, w - 1, 8 do
-    local p = row + jb + q0 + 1
-    local s1, s2, s3, s4, s5, s6, s7, s8 = byte(sold, p, p + 7)
-    local h1, h2, h3, h4, h5, h6, h7, h8 = byte(held, p, p + 7)
-    t[q0 + 1], t[q0 + 2], t[q0 + 3], t[q0 + 4] = bor(s1, h1), bor(s2, h2), bor(s3, h3), bor(s4, h4)
-    t[q0 + 5], t[q0 + 6], t[q0 + 7], t[q0 + 8] = bor(s5, h5), bor(s6, h6), bor(s7, h7), bor(s8, h8)
-  end
-end
 local function fill(jb, je)
-  local w = je - jb + 1
-  for q0 = 0, w - 1, 8 do
-    local p = row_a + jb + q0 + 1
-    local o1, o2, o3, o4, o5, o6, o7, o8 = 0, 0, 0, 0, 0, 0, 0, 0
-    local left = nrow
-    -- four rows per step: 8 string.byte calls and 8 bor calls (of 9 values each)
-    while left >= 4 do
-      local s1, s2, s3, s4, s5, s6, s7, s8 = byte(sold, p, p + 7)
-      local h1, h2, h3, h4, h5, h6, h7, h8 = byte(held, p, p + 7)
-      local t1, t2, t3, t4, t5, t6, t7, t8 = byte(sold, p + rb, p + rb + 7)
-      local u1, u2, u3, u4, u5, u6, u7, u8 = byte(held, p + rb, p + rb + 7)
-      local v1, v2, v3, v4, v5, v6, v7, v8 = byte(sold, p + 2 * rb, p + 2 * rb + 7)
-      local x1, x2, x3, x4, x5, x6, x7, x8 = byte(held, p + 2 * rb, p + 2 * rb + 7)
-      local y1, y2, y3, y4, y5, y6, y7, y8 = byte(sold, p + 3 * rb, p + 3 * rb + 7)
-      local z1, z2, z3, z4, z5, z6, z7, z8 = byte(held, p + 3 * rb, p + 3 * rb + 7)
-      o1 = bor(o1, s1, h1, t1, u1, v1, x1, y1, z1)
-      o2 = bor(o2, s2, h2, t2, u2, v2, x2, y2, z2)
-      o3 = bor(o3, s3, h3, t3, u3, v3, x3, y3, z3)
-      o4 = bor(o4, s4, h4, t4, u4, v4, x4, y4, z4)
-      o5 = bor(o5, s5, h5, t5, u5, v5, x5, y5, z5)
-      o6 = bor(o6, s6, h6, t6, u6, v6, x6, y6, z6)
-      o7 = bor(o7, s7, h7, t7, u7, v7, x7, y7, z7)
-      o8 = bor(o8, s8, h8, t8, u8, v8, x8, y8, z8)
-      p, left = p + 4 * rb, left - 4
-      if left > 0 and band(o1, o2, o3, o4, o5, o6, o7, o8) == 255 then left = 0 end  -- all taken
-    end
-    for _ = 1, left do
-      local s1, s2, s3, s4, s5, s6, s7, s8 = byte(sold, p, p + 7)
-      local h1, h2, h3, h4, h5, h6, h7, h8 = byte(held, p, p + 7)
-      o1, o2, o3, o4 = bor(o1, s1, h1), bor(o2, s2, h2), bor(o3, s3, h3), bor(o4, s4, h4)
-      o5, o6, o7, o8 = bor(o5, s5, h5), bor(o6, s6, h6), bor(o7, s7, h7), bor(o8, s8, h8)
-      p = p + rb
-    end
-    occ[q0 + 1], occ[q0 + 2], occ[q0 + 3], occ[q0 + 4] = o1, o2, o3, o4
-    occ[q0 + 5], occ[q0 + 6], occ[q0 + 7], occ[q0 + 8] = o5, o6, o7, o8
+  local pv_any, nx_any = 0, 0
+  for j = jb, je do
+    local p = (j - g0) * legs + 1
+    local q = j - jb + 1
+    occ[q] = bor(bor(byte(sold, p + a, p + b - 1)), bor(byte(held, p + a, p + b - 1)))
+    local pv = pv_const or bor(byte(sold, p + a - 1), byte(held, p + a - 1))
+    local nx = nx_const or bor(byte(sold, p + b), byte(held, p + b))
+    pvb[q], nxb[q] = pv, nx
+    pv_any, nx_any = bor(pv_any, pv), bor(nx_any, nx)
   end
-  neighbour(pvb, pv_const, 0, jb, w)
-  neighbour(nxb, nx_const, row_n, jb, w)
+  local bound = 0
+  if pv_any ~= 0 then bound = bound + c end
+  if nx_any ~= 0 then bound = bound + c end
+  return bound
 end
 
 -- One car [s, e): the first best window of c adjacent free seats (start or nil, score) and the
@@ -161,7 +104,7 @@ end
 local sc = {}  -- scores of the current run, by position in the car (reused)
 local function scan(s, e)
   local jb, je = (s - s % 8) / 8, ((e - 1) - (e - 1) % 8) / 8
-  fill(jb, je)
+  local car_top = fill(jb, je)
   local run, sum, nfree = 0, 0, 0
   local ws, wsc = nil, -1
   for q = 1, je - jb + 1 do
@@ -187,7 +130,7 @@ local function scan(s, e)
           end
           if run == c and sum > wsc then
             ws, wsc = i - c + 1, sum
-            if sum == top_score then return ws, wsc, nfree end
+            if sum == car_top then return ws, wsc, nfree end
           end
         else
           run, sum = 0, 0
@@ -270,4 +213,4 @@ else
   end
   table.sort(seats)
 end
-return hold_commit(ctx, seats, held_rows, lo)
+return hold_commit(ctx, seats, held, off)

@@ -44,64 +44,28 @@ for _, i in ipairs(seats) do
   seen[i] = true
 end
 
-local rb, a, b = ctx.rb, ctx.a, ctx.b
+-- The span from leg a of the lowest asked group to leg b-1 of the highest: one short GETRANGE
+-- per bitmap (one group's legs are adjacent), the journey's bytes of group j at (j - lo)*legs.
+local legs, a, b = ctx.legs, ctx.a, ctx.b
 local nrow = b - a
-local sold = redis.call('GETRANGE', KEYS[2], a * rb, b * rb - 1)
-local held = redis.call('GETRANGE', KEYS[3], a * rb, b * rb - 1)
-local want = nrow * rb
-if #sold < want then sold = sold .. string.rep('\0', want - #sold) end
-if #held < want then held = held .. string.rep('\0', want - #held) end
--- the asked seats' bytes lo..hi of a row, with their masks
-local band, bor, rshift, byte, char, sub = bit.band, bit.bor, bit.rshift, string.byte,
-  string.char, string.sub
-local masks, lo, hi = {}, nil, nil
-for _, i in ipairs(seats) do
-  local j = (i - i % 8) / 8
-  masks[j] = bor(masks[j] or 0, rshift(128, i % 8))
-  if not lo or j < lo then lo = j end
-  if not hi or j > hi then hi = j end
-end
-local w = hi - lo + 1
--- One pass over the legs: the asked bytes of both bitmaps give the taken bits (tk) and the new
--- held bytes; the held span from byte lo of row a to byte hi of row b-1 is rebuilt alongside
--- (unchanged bytes as substrings) and written with one SETRANGE when every seat-leg is free.
-local parts, np = {}, 0
-local tk, any = {}, 0
-if w == 1 then
-  local m, t = masks[lo], 0
-  for p = lo + 1, (nrow - 1) * rb + lo + 1, rb do
-    local h = byte(held, p)
-    t = bor(t, band(bor(byte(sold, p), h), m))
-    parts[np + 1], parts[np + 2] = char(bor(h, m)), sub(held, p + 1, p + rb - 1)
-    np = np + 2
-  end
-  tk[1], any = t, t
-else
-  local mk, cur = {}, {}
-  for q = 1, w do
-    mk[q] = masks[lo + q - 1] or 0
-    tk[q] = 0
-  end
-  for p = lo + 1, (nrow - 1) * rb + lo + 1, rb do
-    local sv, hv = {byte(sold, p, p + w - 1)}, {byte(held, p, p + w - 1)}
-    for q = 1, w do
-      local h, m = hv[q], mk[q]
-      tk[q] = bor(tk[q], band(bor(sv[q], h), m))
-      cur[q] = bor(h, m)
-    end
-    parts[np + 1], parts[np + 2] = char(unpack(cur, 1, w)), sub(held, p + w, p + rb - 1)
-    np = np + 2
-  end
-  for q = 1, w do any = bor(any, tk[q]) end
+local masks, lo, hi = group_masks(seats)
+local first, last = lo * legs + a, hi * legs + b - 1
+local want = last - first + 1
+local sold = padded(redis.call('GETRANGE', KEYS[2], first, last), want)
+local held = padded(redis.call('GETRANGE', KEYS[3], first, last), want)
+local band, bor, byte = bit.band, bit.bor, string.byte
+local taken, any = {}, 0
+for j, m in pairs(masks) do
+  local p = (j - lo) * legs + 1
+  local q = p + nrow - 1
+  local t = band(bor(bor(byte(sold, p, q)), bor(byte(held, p, q))), m)
+  taken[j], any = t, bor(any, t)
 end
 if any ~= 0 then
   local bad = {}
   for _, i in ipairs(seats) do
-    local t = tk[(i - i % 8) / 8 - lo + 1]
-    if band(t, rshift(128, i % 8)) ~= 0 then bad[#bad + 1] = i end
+    if band(taken[(i - i % 8) / 8], bit.rshift(128, i % 8)) ~= 0 then bad[#bad + 1] = i end
   end
   return hold_done({SEATS_UNAVAILABLE, bad})
 end
-parts[np] = nil  -- the last row ends at byte hi
-redis.call('SETRANGE', KEYS[3], a * rb + lo, table.concat(parts))
-return hold_commit(ctx, seats)
+return hold_commit(ctx, seats, held, first)

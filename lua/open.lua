@@ -37,7 +37,7 @@ if not n or n < 1 or not legs or legs < 1 or not delay or delay < 0
 end
 local ok, entries = pcall(cjson.decode, ARGV[12])
 if not ok or type(entries) ~= 'table' then return {INVALID_ARGUMENT} end
-local rb = math.ceil(n / 8)
+local size = legs * math.ceil(n / 8)
 local sold_entries = {}
 for _, e in ipairs(entries) do
   local a, b, seats = tonumber(e[1]), tonumber(e[2]), e[3]
@@ -50,17 +50,17 @@ for _, e in ipairs(entries) do
   sold_entries[#sold_entries + 1] = {a, b, seats}
 end
 
-local m = redis.call('HMGET', KEYS[1], 'lid', 'toff', 'n', 'dep', 'st', 'delay', 'reason', 'ver')
+local m = redis.call('HMGET', KEYS[1], 'lid', 'toff', 'legs', 'dep', 'st', 'delay', 'reason', 'ver')
 local now = ms_now(m[2])
 
 local function fresh(version)
   redis.call('HSET', KEYS[1], 'n', n, 'legs', legs, 'lid', ARGV[2], 'ver', version, 'st', st,
     'delay', delay, 'reason', ARGV[11], 'dep', ARGV[5], 'cls', ARGV[6], 'cars', ARGV[7])
   redis.call('SET', KEYS[2], ARGV[8])
-  redis.call('SET', KEYS[3], string.rep('\0', legs * rb))
-  redis.call('SET', KEYS[4], string.rep('\0', legs * rb))
+  redis.call('SET', KEYS[3], string.rep('\0', size))
+  redis.call('SET', KEYS[4], string.rep('\0', size))
   redis.call('DEL', KEYS[5])
-  bits_write(KEYS[3], sold_entries, rb, 1)
+  bits_write(KEYS[3], sold_entries, legs, 1)
   if not CLUSTER then redis.call('SADD', KEYS[6], ARGV[1]) end
   redis.call(PUB, KEYS[7], cjson.encode({v = version, reset = 1}))
 end
@@ -70,8 +70,7 @@ if not m[1] then
   return {OK, 1, 1, now}
 end
 
-local old_rb = math.ceil(tonumber(m[3]) / 8)
-reap(KEYS[1], KEYS[4], KEYS[5], old_rb, now)
+reap(KEYS[1], KEYS[4], KEYS[5], tonumber(m[3]), now)
 
 if m[1] ~= ARGV[2] then
   if redis.call('BITCOUNT', KEYS[3]) > 0 or redis.call('BITCOUNT', KEYS[4]) > 0 then
@@ -89,14 +88,13 @@ flush(KEYS[1], KEYS[7])
 if not CLUSTER then redis.call('SADD', KEYS[6], ARGV[1]) end
 local changed = 0
 if #sold_entries > 0 then
-  if bits_write(KEYS[3], sold_entries, rb, 1) > 0 then
+  if bits_write(KEYS[3], sold_entries, legs, 1) > 0 then
     local sold = redis.call('GET', KEYS[3])
     local others = live_holds_overlapping(KEYS[1], KEYS[5], function(k, i)
-      local byte = string.byte(sold, k * rb + math.floor(i / 8) + 1) or 0
-      return bit.band(byte, bit.rshift(128, i % 8)) ~= 0
+      return bit_at(sold, legs, k, i)
     end)
     for _, o in ipairs(others) do
-      end_hold(KEYS[1], KEYS[4], KEYS[5], rb, o[1], o[2], o[3], 'released')
+      end_hold(KEYS[1], KEYS[4], KEYS[5], legs, o[1], o[2], o[3], 'released')
     end
     for _, e in ipairs(sold_entries) do note(e[1], e[2], e[3]) end
     flush(KEYS[1], KEYS[7])

@@ -13,16 +13,16 @@
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'n', 'toff')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff')
 if not m[1] then
   if not CLUSTER then redis.call('ZREM', KEYS[4], ARGV[1]) end
   return {OK, 0, 0, -1}
 end
 local now = ms_now(m[2])
-local rb = math.ceil(tonumber(m[1]) / 8)
+local legs = tonumber(m[1])
 local limit = tonumber(ARGV[2]) or 0
 if limit <= 0 then limit = nil end
-local expired = reap(KEYS[1], KEYS[2], KEYS[3], rb, now, limit)
+local expired = reap(KEYS[1], KEYS[2], KEYS[3], legs, now, limit)
 flush(KEYS[1], KEYS[5])
 local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local more = 0

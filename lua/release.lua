@@ -13,11 +13,11 @@
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'n', 'toff')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[2])
-local rb = math.ceil(tonumber(m[1]) / 8)
-reap(KEYS[1], KEYS[2], KEYS[3], rb, now)
+local legs = tonumber(m[1])
+reap(KEYS[1], KEYS[2], KEYS[3], legs, now)
 
 local hid = ARGV[1]
 local h = redis.call('HMGET', KEYS[4], 'st', 'a', 'b', 'seats', 'user')
@@ -27,7 +27,7 @@ if not h[1] or (ARGV[2] ~= '' and h[5] ~= ARGV[2]) then
 elseif h[1] == 'confirmed' then
   code = HOLD_CONFIRMED
 elseif h[1] == 'held' or h[1] == 'confirming' then
-  end_hold(KEYS[1], KEYS[2], KEYS[3], rb, KEYS[4], hid, h, 'released')
+  end_hold(KEYS[1], KEYS[2], KEYS[3], legs, KEYS[4], hid, h, 'released')
 end
 flush(KEYS[1], KEYS[5])
 if code == HOLD_NOT_FOUND then return {code} end

@@ -18,8 +18,7 @@ local m = redis.call('HMGET', KEYS[1], 'n', 'legs', 'lid', 'toff')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[4])
 local n, legs = tonumber(m[1]), tonumber(m[2])
-local rb = math.ceil(n / 8)
-reap(KEYS[1], KEYS[3], KEYS[4], rb, now)
+reap(KEYS[1], KEYS[3], KEYS[4], legs, now)
 local function done(reply)
   flush(KEYS[1], KEYS[5])
   return reply
@@ -40,16 +39,15 @@ for _, e in ipairs(entries) do
 end
 
 if ARGV[2] == '1' then
-  redis.call('SET', KEYS[2], string.rep('\0', legs * rb))
+  redis.call('SET', KEYS[2], string.rep('\0', legs * math.ceil(n / 8)))
 end
-bits_write(KEYS[2], entries_ok, rb, 1)
+bits_write(KEYS[2], entries_ok, legs, 1)
 local sold = redis.call('GET', KEYS[2])
 local others = live_holds_overlapping(KEYS[1], KEYS[4], function(k, i)
-  local byte = string.byte(sold, k * rb + math.floor(i / 8) + 1) or 0
-  return bit.band(byte, bit.rshift(128, i % 8)) ~= 0
+  return bit_at(sold, legs, k, i)
 end)
 for _, o in ipairs(others) do
-  end_hold(KEYS[1], KEYS[3], KEYS[4], rb, o[1], o[2], o[3], 'released')
+  end_hold(KEYS[1], KEYS[3], KEYS[4], legs, o[1], o[2], o[3], 'released')
 end
 changes = {}
 local v = bump_version(KEYS[1])

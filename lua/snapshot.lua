@@ -13,11 +13,11 @@
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'n', 'toff')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[2])
 if #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) > 0 then
-  reap(KEYS[1], KEYS[3], KEYS[4], math.ceil(tonumber(m[1]) / 8), now)
+  reap(KEYS[1], KEYS[3], KEYS[4], tonumber(m[1]), now)
   flush(KEYS[1], KEYS[5])
 end
 local s = redis.call('HMGET', KEYS[1], 'ver', 'st', 'delay', 'reason', 'lid')

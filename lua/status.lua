@@ -12,14 +12,14 @@
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'n', 'toff', 'st', 'delay', 'reason')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff', 'st', 'delay', 'reason')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local st, delay, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if (st ~= 'scheduled' and st ~= 'delayed' and st ~= 'cancelled') or not delay or delay < 0 then
   return {INVALID_ARGUMENT}
 end
 local now = ms_now(m[2])
-reap(KEYS[1], KEYS[2], KEYS[3], math.ceil(tonumber(m[1]) / 8), now)
+reap(KEYS[1], KEYS[2], KEYS[3], tonumber(m[1]), now)
 flush(KEYS[1], KEYS[4])
 if m[3] == st and tonumber(m[4]) == delay and m[5] == reason then return {OK, 0} end
 redis.call('HSET', KEYS[1], 'st', st, 'delay', delay, 'reason', reason)

@@ -2,8 +2,11 @@
 
 Starts a private ``redis-server`` on a free loopback port (or uses ``--redis-url``), opens one
 schedule of 1,000 seats (20 cars of 50 economy) and 21 stops (20 legs), and for each measured
-operation runs ``CONFIG RESETSTAT``, a loop of the operation through ``Inventory`` (so the exact
-FCALL / EVALSHA calls the service makes), then reads ``INFO commandstats``: ``usec`` over
+operation runs ``CONFIG RESETSTAT``, the operation through ``Inventory`` (so the exact FCALL /
+EVALSHA calls the service makes) ``--in-flight`` calls at a time (default 64: the auto-pipeline
+sends them as one batch, as under load; with 1, each call waits for the last one's reply and
+Redis idles between calls, which on these VMs reads 2-3x higher for the same script), then
+reads ``INFO commandstats``: ``usec`` over
 ``calls`` of ``fcall``, ``fcall_ro`` and ``evalsha`` together (``--compare`` may measure an older
 ``lua/`` whose scripts are EVALSHA ones): time spent inside Redis per call, independent of the
 client and the network.
@@ -81,17 +84,26 @@ async def _usec_per_call(
     return calls, (usec / calls if calls else 0.0)
 
 
+BATCH = 64  # calls in flight at once: the auto-pipeline sends them as one batch, as under load
+
+
 async def _measure(
-    client: aioredis.Redis, name: str, op: Callable[[int], Awaitable[Any]], calls: int
+    client: aioredis.Redis,
+    name: str,
+    op: Callable[[int], Awaitable[Any]],
+    calls: int,
+    in_flight: int,
 ) -> Measure:
     await client.config_resetstat()
-    for i in range(calls):
-        await op(i)
+    for start in range(0, calls, in_flight):
+        await asyncio.gather(*(op(i) for i in range(start, min(calls, start + in_flight))))
     n, usec = await _usec_per_call(client)
     return Measure(name, n, usec)
 
 
-async def run(redis_url: str, calls: int, seed: int = 1, lua: Path | None = None) -> Report:
+async def run(
+    redis_url: str, calls: int, seed: int = 1, lua: Path | None = None, in_flight: int = BATCH
+) -> Report:
     client = aioredis.from_url(redis_url)
     prefix = "bench" + str(random.Random(seed).randrange(1 << 30))  # nosec B311
     keys = Keys(prefix)
@@ -103,8 +115,11 @@ async def run(redis_url: str, calls: int, seed: int = 1, lua: Path | None = None
         info = await client.info("server")
         sha1 = await client.script_load("return 1")
         await client.config_resetstat()
-        for _ in range(calls):
-            await client.evalsha(sha1, 0)
+        for start in range(0, calls, in_flight):
+            pipe = client.pipeline(transaction=False)
+            for _ in range(start, min(calls, start + in_flight)):
+                pipe.evalsha(sha1, 0)
+            await pipe.execute()
         _, baseline = await _usec_per_call(client, ("evalsha",))
 
         layout = bench_layout()
@@ -142,7 +157,7 @@ async def run(redis_url: str, calls: int, seed: int = 1, lua: Path | None = None
                 if out.hold is None:
                     raise RuntimeError(f"bench hold refused: {out.code!r}")
 
-            total_seats.append(await _measure(client, "hold_seats", hold4, batch))
+            total_seats.append(await _measure(client, "hold_seats", hold4, batch, in_flight))
             done += batch
             if batch == 250 and not hold_bytes:  # 250 live holds: what one of them costs
                 hold_bytes = await _hold_bytes(client, keys, start)
@@ -178,7 +193,9 @@ async def run(redis_url: str, calls: int, seed: int = 1, lua: Path | None = None
                     if out.hold is None:
                         raise RuntimeError(f"bench class hold refused: {out.code!r}")
 
-                parts.append(await _measure(client, f"hold_class_{strategy}", hold_cls, batch))
+                parts.append(
+                    await _measure(client, f"hold_class_{strategy}", hold_cls, batch, in_flight)
+                )
                 done += batch
             n = sum(m.calls for m in parts)
             measures.append(
@@ -199,13 +216,13 @@ async def run(redis_url: str, calls: int, seed: int = 1, lua: Path | None = None
         async def release(i: int) -> None:
             await inv.release(held[i], None)
 
-        measures.append(await _measure(client, "release", release, len(held)))
+        measures.append(await _measure(client, "release", release, len(held), in_flight))
 
         async def snap(_: int) -> None:
             inv._snapshots.pop(SCHEDULE, None)
             await inv.snapshot(SCHEDULE)
 
-        measures.append(await _measure(client, "snapshot", snap, calls))
+        measures.append(await _measure(client, "snapshot", snap, calls, in_flight))
 
         await reopen()
         sk = keys.schedule(SCHEDULE)
@@ -273,7 +290,7 @@ async def _main(args: argparse.Namespace) -> list[tuple[str, Report]]:
         runs: dict[str, list[Report]] = {name: [] for name, _ in variants}
         for _ in range(args.rounds):  # interleaved, so that machine noise hits both alike
             for name, lua in variants:
-                runs[name].append(await run(url, args.calls, lua=lua))
+                runs[name].append(await run(url, args.calls, lua=lua, in_flight=args.in_flight))
         return [(name, _median_report(reports)) for name, reports in runs.items()]
 
     if args.redis_url:
@@ -288,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="", help="default: a private redis-server")
     parser.add_argument("--rounds", type=int, default=1, help="median of this many runs")
     parser.add_argument("--compare", default="", help="a lua/ directory to measure alongside")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=BATCH,
+        help="calls sent at once (default: a batch, as under load; 1: one per round trip)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     results = asyncio.run(_main(args))

@@ -1,9 +1,10 @@
 """Reads computed in Python from a snapshot: availability per class and seat maps per journey.
 
-A snapshot carries the schedule's sold and held bitmaps (leg-major rows of ``row_bytes`` each,
-seat ``i`` = bit ``i`` of its row counted from the most significant bit of the first byte). A
-journey's occupancy is the OR of its leg rows, done with Python big ints; results are cached
-per (schedule, layout, version, bitmaps, journey), so a repeated read costs a dict lookup.
+A snapshot carries the schedule's sold and held bitmaps, seat-group-major: byte ``j*legs + k``
+holds seats ``8j..8j+7`` of leg ``k``, most significant bit first (docs/ENGINE.md). Leg ``k``'s
+row is the strided slice ``bitmap[k::legs]`` (one C-level copy), read as a big int whose bit
+``i`` from the top is seat ``i``. A journey's occupancy is the OR of its leg rows; results are
+cached per (schedule, layout, version, bitmaps, journey), so a repeated read costs a dict lookup.
 """
 
 from __future__ import annotations
@@ -36,11 +37,10 @@ _CACHE_SIZE = 4096
 _masks: OrderedDict[tuple[str, str, int, int, int, int, int], tuple[int, int]] = OrderedDict()
 
 
-def _row(bitmap: bytes, leg: int, row_bytes: int) -> int:
-    start = leg * row_bytes
-    return int.from_bytes(bitmap[start : start + row_bytes], "big") << (
-        8 * max(0, start + row_bytes - max(len(bitmap), start))
-    )
+def leg_row(bitmap: bytes, leg: int, legs: int, row_bytes: int) -> int:
+    """Leg ``leg``'s seats as a big int of ``row_bytes`` bytes (a short bitmap reads as free)."""
+    row = bitmap[leg::legs]
+    return int.from_bytes(row, "big") << (8 * (row_bytes - len(row)))
 
 
 def journey_masks(layout: Layout, snap: Snapshot, a: int, b: int) -> tuple[int, int]:
@@ -53,12 +53,12 @@ def journey_masks(layout: Layout, snap: Snapshot, a: int, b: int) -> tuple[int, 
     if hit is not None:
         _masks.move_to_end(key)
         return hit
-    rb = layout.row_bytes
+    rb, legs = layout.row_bytes, layout.n_legs
     sold = 0
     held = 0
     for leg in range(a, b):
-        sold |= _row(snap.sold, leg, rb)
-        held |= _row(snap.held, leg, rb)
+        sold |= leg_row(snap.sold, leg, legs, rb)
+        held |= leg_row(snap.held, leg, legs, rb)
     result = (sold, held)
     _masks[key] = result
     if len(_masks) > _CACHE_SIZE:
@@ -97,8 +97,11 @@ def seat_states(layout: Layout, snap: Snapshot, a: int, b: int) -> list[str]:
 
 def leg_counts(layout: Layout, snap: Snapshot) -> list[tuple[int, int]]:
     """Per leg: (sold seats, held seats). Used by checks and metrics."""
-    rb = layout.row_bytes
+    rb, legs = layout.row_bytes, layout.n_legs
     return [
-        (_row(snap.sold, leg, rb).bit_count(), _row(snap.held, leg, rb).bit_count())
-        for leg in range(layout.n_legs)
+        (
+            leg_row(snap.sold, leg, legs, rb).bit_count(),
+            leg_row(snap.held, leg, legs, rb).bit_count(),
+        )
+        for leg in range(legs)
     ]

@@ -1,5 +1,7 @@
 -- Shared helpers: clock, key derivation, bit writes, the change log, reaping.
--- Seat i of leg k is bit k*rb*8 + i of the sold/held strings (rb = ceil(n/8) bytes per leg row).
+-- Bitmaps are seat-group-major: byte j*legs + k (0-based) holds seats 8j..8j+7 of leg k, seat
+-- 8j + q at bit 7 - q (most significant first). A seat group's legs are adjacent, so a journey of
+-- one group is one short contiguous span (docs/ENGINE.md, "Seats, legs, bitmaps").
 -- CLUSTER (boolean) and PUB ('PUBLISH' or 'SPUBLISH') are defined by the registry at load time
 -- (engine/scripts.py): on Redis Cluster a script touches its schedule's slot only, so the
 -- user-side and global bookkeeping is done by the caller (see docs/SCALING.md).
@@ -66,7 +68,7 @@ end
 -- [a, b) x seats) in the bitmap `key`, with one GETRANGE and one SETRANGE over the byte span
 -- they cover (a BITFIELD of one u1 op per seat-leg costs ~1 us per op). Returns how many bits
 -- changed; nothing is written when none did.
-local function bits_write(key, entries, rb, value)
+local function bits_write(key, entries, legs, value)
   local band, bor, bnot, bxor, rshift = bit.band, bit.bor, bit.bnot, bit.bxor, bit.rshift
   local masks, first, last = {}, nil, nil
   for _, e in ipairs(entries) do
@@ -74,7 +76,7 @@ local function bits_write(key, entries, rb, value)
     for _, i in ipairs(e[3]) do
       local j = (i - i % 8) / 8
       local m = rshift(128, i % 8)
-      for p = a * rb + j, (b - 1) * rb + j, rb do
+      for p = j * legs + a, j * legs + b - 1 do
         masks[p] = bor(masks[p] or 0, m)
         if not first or p < first then first = p end
         if not last or p > last then last = p end
@@ -107,6 +109,12 @@ local function bits_write(key, entries, rb, value)
   end
   if changed > 0 then redis.call('SETRANGE', key, first, table.concat(parts)) end
   return changed
+end
+
+-- Whether seat i of leg k is set in the bitmap string `s` (seat-group-major, see above).
+local function bit_at(s, legs, k, i)
+  local v = string.byte(s, (i - i % 8) / 8 * legs + k + 1) or 0
+  return bit.band(v, bit.rshift(128, i % 8)) ~= 0
 end
 
 -- A fixed one-minute window of attempts on `key`: nil while at most `rate`, else the ms until
@@ -159,9 +167,9 @@ end
 
 -- End a live hold (held/confirming): free its held bits, set its status, forget its deadline.
 -- h = HMGET hk st a b seats user
-local function end_hold(meta_key, held_key, deadlines_key, rb, hk, hid, h, status)
+local function end_hold(meta_key, held_key, deadlines_key, legs, hk, hid, h, status)
   local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
-  bits_write(held_key, {{a, b, seats}}, rb, 0)
+  bits_write(held_key, {{a, b, seats}}, legs, 0)
   redis.call('HSET', hk, 'st', status)
   redis.call('ZREM', deadlines_key, hid)
   if not CLUSTER then redis.call('ZREM', user_holds_key(meta_key, h[5]), hid) end
@@ -169,7 +177,7 @@ local function end_hold(meta_key, held_key, deadlines_key, rb, hk, hid, h, statu
 end
 
 -- Expire every hold of the schedule whose deadline passed (deadline <= now).
-local function reap(meta_key, held_key, deadlines_key, rb, now, limit)
+local function reap(meta_key, held_key, deadlines_key, legs, now, limit)
   local due
   if limit then
     due = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', now, 'LIMIT', 0, limit)
@@ -195,7 +203,7 @@ local function reap(meta_key, held_key, deadlines_key, rb, now, limit)
   for i = 1, #due, 1000 do
     redis.call('ZREM', deadlines_key, unpack(due, i, math.min(#due, i + 999)))
   end
-  bits_write(held_key, entries, rb, 0)
+  bits_write(held_key, entries, legs, 0)
   return n
 end
 

@@ -55,11 +55,10 @@ local function hold_begin()
   -- 3. reap (only when the earliest deadline passed), then validate
   if not m[1] then return {SCHEDULE_NOT_FOUND} end
   local n, legs = tonumber(m[1]), tonumber(m[2])
-  local rb = math.ceil(n / 8)
   local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
   local min_deadline = tonumber(first[2])
   if min_deadline and min_deadline <= now then
-    reap(meta, KEYS[3], KEYS[4], rb, now)
+    reap(meta, KEYS[3], KEYS[4], legs, now)
     min_deadline = nil
   end
   if m[3] ~= ARGV[1] then return hold_done({LAYOUT_MISMATCH}) end
@@ -76,19 +75,13 @@ local function hold_begin()
     and redis.call('ZCOUNT', KEYS[6], '(' .. string.format('%d', now), '+inf') >= max_active then
     return hold_done({HOLD_LIMIT})
   end
-  return nil, {now = now, n = n, legs = legs, rb = rb, a = a, b = b, ttl = ttl, dep = dep,
+  return nil, {now = now, n = n, legs = legs, a = a, b = b, ttl = ttl, dep = dep,
     min_deadline = min_deadline, max_active = max_active}
 end
 
--- Set the held bits of `seats` (sorted or not) on legs [ctx.a, ctx.b), given `rows`: the held
--- bitmap's bytes from row `row0` on (a GETRANGE covering rows a..b-1, already read for the
--- check, whose bits for these seats are known to be 0). One SETRANGE over the rows a..b-1.
-local function hold_mark(ctx, seats, rows, row0)
-  local rb, a, b = ctx.rb, ctx.a, ctx.b
-  if #rows < (b - row0) * rb then
-    return bits_write(KEYS[3], {{a, b, seats}}, rb, 1)
-  end
-  local bor, rshift, byte, char, sub = bit.bor, bit.rshift, string.byte, string.char, string.sub
+-- The bits of `seats` per seat group (masks[j]) and the lowest and highest group.
+local function group_masks(seats)
+  local bor, rshift = bit.bor, bit.rshift
   local masks, lo, hi = {}, nil, nil
   for _, i in ipairs(seats) do
     local j = (i - i % 8) / 8
@@ -96,30 +89,50 @@ local function hold_mark(ctx, seats, rows, row0)
     if not lo or j < lo then lo = j end
     if not hi or j > hi then hi = j end
   end
-  local w = hi - lo + 1
-  local mk = {}
-  for q = 1, w do mk[q] = masks[lo + q - 1] or 0 end
-  local parts, np = {}, 0
-  local cur = {}
-  for k = a, b - 1 do
-    local base = (k - row0) * rb + lo
-    for q = 1, w do cur[q] = bor(byte(rows, base + q), mk[q]) end
-    np = np + 1
-    parts[np] = char(unpack(cur, 1, w))
-    if k < b - 1 then
-      np = np + 1
-      parts[np] = sub(rows, base + w + 1, base + rb)
-    end
-  end
-  redis.call('SETRANGE', KEYS[3], a * rb + lo, table.concat(parts))
+  return masks, lo, hi
 end
 
--- held_rows: GETRANGE of the held bitmap from row `row0` on, covering rows a..b-1; nil when the
--- caller already set the held bits (hold_seats writes them in its checking pass)
-local function hold_commit(ctx, seats, held_rows, row0)
+-- The held bitmap's span from leg a of group lo to leg b-1 of group hi with the bits of `masks`
+-- set on legs [a, b): what SETRANGE writes at lo*legs + a. `held` is the bitmap's bytes from
+-- 0-based offset `off` on, covering the span (zero-padded by the caller).
+local function marked_span(ctx, masks, lo, hi, held, off)
+  local legs, a, nrow = ctx.legs, ctx.a, ctx.b - ctx.a
+  local bor, byte, char, sub = bit.bor, string.byte, string.char, string.sub
+  local parts, np, cur = {}, 0, {}
+  for j = lo, hi do
+    local p = j * legs + a - off + 1
+    local m = masks[j]
+    np = np + 1
+    if m then
+      local v = {byte(held, p, p + nrow - 1)}
+      for k = 1, nrow do cur[k] = bor(v[k], m) end
+      parts[np] = char(unpack(cur, 1, nrow))
+    else
+      parts[np] = sub(held, p, p + nrow - 1)
+    end
+    if j < hi then
+      np = np + 1
+      parts[np] = sub(held, p + nrow, p + legs - 1)
+    end
+  end
+  return table.concat(parts)
+end
+
+-- Zero bytes up to length `want`: a bitmap shorter than its schedule's size reads as free.
+local function padded(s, want)
+  if #s < want then return s .. string.rep('\0', want - #s) end
+  return s
+end
+
+-- Make the hold of `seats` (known free): its held bits, written from `held`, the held bitmap's
+-- bytes from 0-based offset `off` on (covering the seats' groups on legs [a, b)); then its hash,
+-- deadline, bookkeeping and event.
+local function hold_commit(ctx, seats, held, off)
   local hid, user = ARGV[2], ARGV[3]
   local now = ctx.now
-  if held_rows then hold_mark(ctx, seats, held_rows, row0) end
+  local masks, lo, hi = group_masks(seats)
+  local span = marked_span(ctx, masks, lo, hi, held, off)
+  redis.call('SETRANGE', KEYS[3], lo * ctx.legs + ctx.a, span)
   local exp = math.min(now + ctx.ttl, ctx.dep)
   local exps, nows = string.format('%d', exp), string.format('%d', now)
   local s = table.concat(seats, ',')

@@ -59,14 +59,14 @@ def test_build_refuses_duplicate_seats() -> None:
 
 
 def _bitmap(layout: Layout, bits: set[tuple[int, int]]) -> bytes:
-    rb = layout.row_bytes
-    out = bytearray(rb * layout.n_legs)
+    legs = layout.n_legs
+    out = bytearray(layout.row_bytes * legs)
     for seat, leg in bits:
-        out[leg * rb + seat // 8] |= 0x80 >> (seat % 8)
+        out[seat // 8 * legs + leg] |= 0x80 >> (seat % 8)
     return bytes(out)
 
 
-def test_views_read_leg_major_rows_msb_first(make_layout: Any) -> None:
+def test_views_read_seat_group_major_bitmaps_msb_first(make_layout: Any) -> None:
     layout = make_layout("L")
     sold = _bitmap(layout, {(0, 0), (5, 2)})
     held = _bitmap(layout, {(0, 1), (9, 3), (5, 2)})

@@ -74,8 +74,8 @@ async def verify_exit_code(settings: Settings) -> int:
         return await _verify(settings, repair=False)
 
 
-def _bit(bitmap: bytes, row_bytes: int, leg: int, seat: int) -> bool:
-    i = leg * row_bytes + seat // 8
+def _bit(bitmap: bytes, legs: int, leg: int, seat: int) -> bool:
+    i = seat // 8 * legs + leg
     return i < len(bitmap) and bool(bitmap[i] & (0x80 >> (seat % 8)))
 
 
@@ -207,7 +207,7 @@ async def check_stores(
                     continue
                 assert isinstance(blob, bytes)
                 layout = Layout.decode(blob)
-                rb = layout.row_bytes
+                legs = layout.n_legs
                 # one atomic read, so the reaper cannot change things between the parts
                 pipe = client.pipeline(transaction=True)
                 pipe.get(sk.sold)
@@ -232,7 +232,7 @@ async def check_stores(
                 for leg in range(layout.n_legs):
                     n_sold = n_held = 0
                     for seat in range(layout.n_seats):
-                        s, h = _bit(sold, rb, leg, seat), _bit(held, rb, leg, seat)
+                        s, h = _bit(sold, legs, leg, seat), _bit(held, legs, leg, seat)
                         n_sold += s
                         n_held += h
                         sid = layout.seat_ids[seat]
