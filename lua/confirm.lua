@@ -22,7 +22,7 @@ local legs = tonumber(m[1])
 reap(KEYS[1], KEYS[3], KEYS[4], legs, now)
 
 local hid = ARGV[1]
-local h = redis.call('HMGET', KEYS[5], 'st', 'a', 'b', 'seats', 'user')
+local h = hold_state(KEYS[5])
 if not h[1] then
   flush(KEYS[1], KEYS[6])
   return {HOLD_NOT_FOUND}
@@ -37,7 +37,7 @@ local revoked = 0
 if h[1] == 'held' or h[1] == 'confirming' then
   bits_write(KEYS[3], mine_legs, legs, 0)
   redis.call('ZREM', KEYS[4], hid)
-  if not CLUSTER then redis.call('ZREM', user_holds_key(KEYS[1], h[5]), hid) end
+  untrack(KEYS[1], h, hid)
 else
   local mine = {}
   for _, i in ipairs(seats) do mine[i] = true end

@@ -21,7 +21,7 @@ local legs = tonumber(m[1])
 reap(KEYS[1], KEYS[2], KEYS[3], legs, now)
 
 local hid = ARGV[1]
-local h = redis.call('HMGET', KEYS[4], 'st', 'a', 'b', 'seats', 'user', 'exp')
+local h = hold_state(KEYS[4], 'exp')
 local code = OK
 local deadline = -1
 if not h[1] then
@@ -33,7 +33,7 @@ elseif h[1] == 'released' then
 elseif h[1] == 'expired' then
   code = HOLD_EXPIRED
 elseif h[1] == 'confirming' then
-  local exp = tonumber(h[6])
+  local exp = tonumber(h[7])
   if now >= exp then
     end_hold(KEYS[1], KEYS[2], KEYS[3], legs, KEYS[4], hid, h, 'expired')
     code = HOLD_EXPIRED

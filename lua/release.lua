@@ -20,7 +20,7 @@ local legs = tonumber(m[1])
 reap(KEYS[1], KEYS[2], KEYS[3], legs, now)
 
 local hid = ARGV[1]
-local h = redis.call('HMGET', KEYS[4], 'st', 'a', 'b', 'seats', 'user')
+local h = hold_state(KEYS[4])
 local code = OK
 if not h[1] or (ARGV[2] ~= '' and h[5] ~= ARGV[2]) then
   code = HOLD_NOT_FOUND

@@ -30,14 +30,29 @@ local function split_ints(s)
   return out
 end
 
--- The a-th (0-based) element of a comma list of numbers.
+-- The a-th (0-based) element of a comma list of numbers (skips commas; no substrings made).
 local function list_at(s, a)
-  local i = 0
-  for v in string.gmatch(s or '', '[^,]+') do
-    if i == a then return tonumber(v) end
-    i = i + 1
+  if not s then return nil end
+  local find, p = string.find, 1
+  for _ = 1, a do
+    p = find(s, ',', p, true)
+    if not p then return nil end
+    p = p + 1
   end
-  return nil
+  local q = find(s, ',', p, true)
+  return tonumber(string.sub(s, p, (q or 0) - 1))
+end
+
+-- The fields every script reads of a hold it may end: h[1] status, h[2] a, h[3] b, h[4] seats,
+-- h[5] user, h[6] '1' when the hold is in the user's live-hold zset (the limit was on); then
+-- any further fields asked for.
+local function hold_state(hk, ...)
+  return redis.call('HMGET', hk, 'st', 'a', 'b', 'seats', 'user', 'tu', ...)
+end
+
+-- Drop an ended hold from its owner's live-hold zset, if it was put there.
+local function untrack(meta_key, h, hid)
+  if not CLUSTER and h[6] == '1' then redis.call('ZREM', user_holds_key(meta_key, h[5]), hid) end
 end
 
 -- Bits set in each byte value (built once, when the library loads: library-level code may not
@@ -50,6 +65,17 @@ for v = 0, 255 do
     x = (x - x % 2) / 2
   end
   POPCOUNT[v] = c
+end
+
+-- The position (0..7, 0 = most significant bit = the group's first seat) of the first set bit of
+-- each byte value 1..255.
+local FIRST_BIT = {}
+for v = 1, 255 do
+  local q, x = 0, v
+  while x < 128 do
+    q, x = q + 1, x * 2
+  end
+  FIRST_BIT[v] = q
 end
 
 -- The bits of each byte value, most significant first: SEAT_BITS[v][q] is 1 when bit q (1..8,
@@ -65,9 +91,13 @@ for v = 0, 255 do
 end
 
 -- Set (value 1) or clear (value 0) the seat-legs of `entries` ({{a, b, seats}, ...}: legs
--- [a, b) x seats) in the bitmap `key`, with one GETRANGE and one SETRANGE over the byte span
--- they cover (a BITFIELD of one u1 op per seat-leg costs ~1 us per op). Returns how many bits
--- changed; nothing is written when none did.
+-- [a, b) x seats) in the bitmap `key`: one GETRANGE and one SETRANGE per run of bytes they
+-- cover. A run ends at a gap of more than SPAN_GAP bytes: a redis.call costs about as much as
+-- moving ~900 bytes through GETRANGE/SETRANGE (docs/PERFORMANCE.md, "Fourth pass"), and a seat
+-- group's legs are adjacent, so holds far apart in the train are separate short runs rather
+-- than one span over the bitmap. (A BITFIELD of one u1 op per seat-leg costs ~1 us per op.)
+-- Returns how many bits changed; nothing is written when none did.
+local SPAN_GAP = 512
 local function bits_write(key, entries, legs, value)
   local band, bor, bnot, bxor, rshift = bit.band, bit.bor, bit.bnot, bit.bxor, bit.rshift
   local masks, first, last = {}, nil, nil
@@ -84,7 +114,6 @@ local function bits_write(key, entries, legs, value)
     end
   end
   if not first then return 0 end
-  local cur = redis.call('GETRANGE', key, first, last)
   local pos, n = {}, 0
   for p in pairs(masks) do
     n = n + 1
@@ -92,22 +121,32 @@ local function bits_write(key, entries, legs, value)
   end
   table.sort(pos)
   local byte, char, sub = string.byte, string.char, string.sub
-  local parts, np, prev, changed = {}, 0, first, 0
-  for q = 1, n do
-    local p = pos[q]
-    if p > prev then
+  local changed, q = 0, 1
+  while q <= n do
+    -- one run: pos[q] .. pos[r], no gap wider than SPAN_GAP
+    local r = q
+    while r < n and pos[r + 1] - pos[r] <= SPAN_GAP do r = r + 1 end
+    local lo, hi = pos[q], pos[r]
+    local cur = redis.call('GETRANGE', key, lo, hi)
+    local parts, np, prev, run_changed = {}, 0, lo, 0
+    for k = q, r do
+      local p = pos[k]
+      if p > prev then
+        np = np + 1
+        parts[np] = sub(cur, prev - lo + 1, p - lo)
+      end
+      local v, m = byte(cur, p - lo + 1) or 0, masks[p]
+      local w
+      if value == 1 then w = bor(v, m) else w = band(v, bnot(m)) end
+      run_changed = run_changed + POPCOUNT[bxor(v, w)]
       np = np + 1
-      parts[np] = sub(cur, prev - first + 1, p - first)
+      parts[np] = char(w)
+      prev = p + 1
     end
-    local v, m = byte(cur, p - first + 1) or 0, masks[p]
-    local w
-    if value == 1 then w = bor(v, m) else w = band(v, bnot(m)) end
-    changed = changed + POPCOUNT[bxor(v, w)]
-    np = np + 1
-    parts[np] = char(w)
-    prev = p + 1
+    if run_changed > 0 then redis.call('SETRANGE', key, lo, table.concat(parts)) end
+    changed = changed + run_changed
+    q = r + 1
   end
-  if changed > 0 then redis.call('SETRANGE', key, first, table.concat(parts)) end
   return changed
 end
 
@@ -138,6 +177,10 @@ local changes = {}
 local function note(a, b, seats)
   changes[#changes + 1] = '[' .. a .. ',' .. b .. ',[' .. table.concat(seats, ',') .. ']]'
 end
+-- the same from ready text: a, b and the comma list of seats as strings
+local function note_text(a, b, seats)
+  changes[#changes + 1] = '[' .. a .. ',' .. b .. ',[' .. seats .. ']]'
+end
 
 -- The schedule's next version after a reset (open, rebuild): one more than the last and never
 -- behind Redis' clock in ms, so a Redis restored from an older copy, once rebuilt, never hands
@@ -152,7 +195,7 @@ end
 
 local function flush(meta_key, channel)
   if #changes == 0 then return nil end
-  local v = redis.call('HINCRBY', meta_key, 'ver', 1)
+  local v = redis.call('HINCRBY', meta_key, 'ver', '1')
   redis.call(PUB, channel, '{"v":' .. string.format('%d', v) .. ',"ch":['
     .. table.concat(changes, ',') .. ']}')
   changes = {}
@@ -166,14 +209,14 @@ local function hold_fields(hk, hid)
 end
 
 -- End a live hold (held/confirming): free its held bits, set its status, forget its deadline.
--- h = HMGET hk st a b seats user
+-- h = hold_state(hk)
 local function end_hold(meta_key, held_key, deadlines_key, legs, hk, hid, h, status)
   local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
   bits_write(held_key, {{a, b, seats}}, legs, 0)
   redis.call('HSET', hk, 'st', status)
   redis.call('ZREM', deadlines_key, hid)
-  if not CLUSTER then redis.call('ZREM', user_holds_key(meta_key, h[5]), hid) end
-  note(a, b, seats)
+  untrack(meta_key, h, hid)
+  note_text(h[2], h[3], h[4])
 end
 
 -- Expire every hold of the schedule whose deadline passed (deadline <= now).
@@ -190,13 +233,13 @@ local function reap(meta_key, held_key, deadlines_key, legs, now, limit)
   local n = 0
   for _, hid in ipairs(due) do
     local hk = base .. hid
-    local h = redis.call('HMGET', hk, 'st', 'a', 'b', 'seats', 'user')
+    local h = hold_state(hk)
     if h[1] == 'held' or h[1] == 'confirming' then
       local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
       entries[#entries + 1] = {a, b, seats}
       redis.call('HSET', hk, 'st', 'expired')
-      if not CLUSTER then redis.call('ZREM', user_holds_key(meta_key, h[5]), hid) end
-      note(a, b, seats)
+      untrack(meta_key, h, hid)
+      note_text(h[2], h[3], h[4])
       n = n + 1
     end
   end
@@ -214,7 +257,7 @@ local function live_holds_overlapping(meta_key, deadlines_key, taken)
   local out = {}
   for _, hid in ipairs(redis.call('ZRANGE', deadlines_key, 0, -1)) do
     local hk = base .. hid
-    local h = redis.call('HMGET', hk, 'st', 'a', 'b', 'seats', 'user')
+    local h = hold_state(hk)
     if h[1] == 'held' or h[1] == 'confirming' then
       local hit = false
       local seats = split_ints(h[4])

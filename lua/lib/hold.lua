@@ -55,7 +55,7 @@ local function hold_begin()
   -- 3. reap (only when the earliest deadline passed), then validate
   if not m[1] then return {SCHEDULE_NOT_FOUND} end
   local n, legs = tonumber(m[1]), tonumber(m[2])
-  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', KEYS[4], '0', '0', 'WITHSCORES')
   local min_deadline = tonumber(first[2])
   if min_deadline and min_deadline <= now then
     reap(meta, KEYS[3], KEYS[4], legs, now)
@@ -118,6 +118,20 @@ local function marked_span(ctx, masks, lo, hi, held, off)
   return table.concat(parts)
 end
 
+-- A class's car spans "start:end,..." parsed once per distinct text: the parsed list is kept at
+-- library level (a few layouts x classes; dropped wholesale past CAR_SPANS_MAX entries), so a
+-- class hold does not run string.gmatch and tonumber over it on every call.
+local CAR_SPANS, car_spans_n, CAR_SPANS_MAX = {}, 0, 512
+local function car_spans(text)
+  local spans = CAR_SPANS[text]
+  if spans then return spans end
+  spans = {}
+  for s, e in string.gmatch(text, '(%d+):(%d+)') do spans[#spans + 1] = {tonumber(s), tonumber(e)} end
+  if car_spans_n >= CAR_SPANS_MAX then CAR_SPANS, car_spans_n = {}, 0 end
+  CAR_SPANS[text], car_spans_n = spans, car_spans_n + 1
+  return spans
+end
+
 -- Zero bytes up to length `want`: a bitmap shorter than its schedule's size reads as free.
 local function padded(s, want)
   if #s < want then return s .. string.rep('\0', want - #s) end
@@ -135,9 +149,11 @@ local function hold_commit(ctx, seats, held, off)
   redis.call('SETRANGE', KEYS[3], lo * ctx.legs + ctx.a, span)
   local exp = math.min(now + ctx.ttl, ctx.dep)
   local exps, nows = string.format('%d', exp), string.format('%d', now)
-  local s = table.concat(seats, ',')
-  redis.call('HSET', KEYS[5], 'user', user, 'a', ctx.a, 'b', ctx.b, 'seats', s, 'exp', exps,
-    'st', 'held', 'ts', nows)
+  local s, as, bs = table.concat(seats, ','), tostring(ctx.a), tostring(ctx.b)
+  -- 'tu': the hold is in the user's live-hold zset (kept only while the limit is on)
+  local tracked = not CLUSTER and ctx.max_active > 0
+  redis.call('HSET', KEYS[5], 'user', user, 'a', as, 'b', bs, 'seats', s, 'exp', exps,
+    'st', 'held', 'ts', nows, 'tu', tracked and '1' or '0')
   redis.call('PEXPIRE', KEYS[5], exp - now + 86400000)
   redis.call('ZADD', KEYS[4], exps, hid)
   if not CLUSTER then
@@ -147,7 +163,7 @@ local function hold_commit(ctx, seats, held, off)
     end
     -- the user's zset serves only the live-hold limit: with the limit off it is not kept
     -- (turning the limit on counts the holds made from then on)
-    if ctx.max_active > 0 then
+    if tracked then
       redis.call('ZADD', KEYS[6], exps, hid)
       redis.call('PEXPIRE', KEYS[6], USER_KEY_TTL_MS)
     end
@@ -155,7 +171,7 @@ local function hold_commit(ctx, seats, held, off)
   if ARGV[10] == '1' then
     redis.call('SET', KEYS[8], ARGV[11] .. '\n' .. hid, 'PX', 86400000)
   end
-  note(ctx.a, ctx.b, seats)
+  note_text(as, bs, s)
   flush(KEYS[1], KEYS[10])
-  return {OK, 0, hid, user, tostring(ctx.a), tostring(ctx.b), s, 'held', exps, nows, ''}
+  return {OK, 0, hid, user, as, bs, s, 'held', exps, nows, ''}
 end
