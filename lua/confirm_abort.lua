@@ -14,7 +14,7 @@
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'legs', 'toff')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff', 'mdl')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[2])
 local legs = tonumber(m[1])
@@ -40,6 +40,7 @@ elseif h[1] == 'confirming' then
   else
     redis.call('HSET', KEYS[4], 'st', 'held')
     redis.call('ZADD', KEYS[3], exp, hid)
+    note_deadline(KEYS[1], tonumber(m[3]), exp)
     if not CLUSTER then redis.call('ZADD', KEYS[5], 'LT', exp, ARGV[2]) end
     deadline = exp
   end

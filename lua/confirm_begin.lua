@@ -15,7 +15,7 @@
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'legs', 'toff')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff', 'mdl')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[2])
 local legs = tonumber(m[1])
@@ -37,6 +37,7 @@ else
   if not grace or grace < 0 then return {INVALID_ARGUMENT} end
   redis.call('HSET', KEYS[4], 'st', 'confirming')
   redis.call('ZADD', KEYS[3], now + grace, hid)
+  note_deadline(KEYS[1], tonumber(m[3]), now + grace)
 end
 local out = {code}
 for _, v in ipairs(hold_fields(KEYS[4], hid)) do out[#out + 1] = v end

@@ -60,6 +60,7 @@ local function fresh(version)
   redis.call('SET', KEYS[3], string.rep('\0', size))
   redis.call('SET', KEYS[4], string.rep('\0', size))
   redis.call('DEL', KEYS[5])
+  redis.call('HDEL', KEYS[1], 'mdl')  -- no deadlines: no hint (lib/common.lua, note_deadline)
   bits_write(KEYS[3], sold_entries, legs, 1)
   if not CLUSTER then redis.call('SADD', KEYS[6], ARGV[1]) end
   redis.call(PUB, KEYS[7], cjson.encode({v = version, reset = 1}))

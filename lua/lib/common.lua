@@ -219,6 +219,28 @@ local function end_hold(meta_key, held_key, deadlines_key, legs, hk, hid, h, sta
   note_text(h[2], h[3], h[4])
 end
 
+-- The schedule's earliest-deadline hint, meta `mdl`: while the deadlines zset has entries, `mdl`
+-- is at most its lowest score (a lower bound; absent or stale-low is safe, never too high). The
+-- hold path reads it with the meta hash instead of reading the zset: every ZADD to the zset
+-- lowers it (note_deadline), a reap that ran resets it from the zset (reset_deadline_hint).
+local function note_deadline(meta_key, hint, deadline)
+  if not hint or deadline < hint then
+    redis.call('HSET', meta_key, 'mdl', string.format('%d', deadline))
+    return true
+  end
+  return false
+end
+
+local function reset_deadline_hint(meta_key, deadlines_key)
+  local first = redis.call('ZRANGE', deadlines_key, '0', '0', 'WITHSCORES')
+  if first[2] then
+    redis.call('HSET', meta_key, 'mdl', first[2])
+  else
+    redis.call('HDEL', meta_key, 'mdl')
+  end
+  return tonumber(first[2])
+end
+
 -- Expire every hold of the schedule whose deadline passed (deadline <= now).
 local function reap(meta_key, held_key, deadlines_key, legs, now, limit)
   local due

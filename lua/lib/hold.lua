@@ -21,7 +21,7 @@ end
 
 local function hold_begin()
   local meta = KEYS[1]
-  local m = redis.call('HMGET', meta, 'n', 'legs', 'lid', 'st', 'dep', 'toff')
+  local m = redis.call('HMGET', meta, 'n', 'legs', 'lid', 'st', 'dep', 'toff', 'mdl')
   local now = ms_now(m[6])
   -- 1. idempotency: the same key and body replay the first success
   if ARGV[10] == '1' then
@@ -55,11 +55,10 @@ local function hold_begin()
   -- 3. reap (only when the earliest deadline passed), then validate
   if not m[1] then return {SCHEDULE_NOT_FOUND} end
   local n, legs = tonumber(m[1]), tonumber(m[2])
-  local first = redis.call('ZRANGE', KEYS[4], '0', '0', 'WITHSCORES')
-  local min_deadline = tonumber(first[2])
+  local min_deadline = tonumber(m[7])  -- a lower bound of the earliest deadline (`mdl`)
   if min_deadline and min_deadline <= now then
     reap(meta, KEYS[3], KEYS[4], legs, now)
-    min_deadline = nil
+    min_deadline = reset_deadline_hint(meta, KEYS[4])
   end
   if m[3] ~= ARGV[1] then return hold_done({LAYOUT_MISMATCH}) end
   local a, b, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -156,11 +155,11 @@ local function hold_commit(ctx, seats, held, off)
     'st', 'held', 'ts', nows, 'tu', tracked and '1' or '0')
   redis.call('PEXPIRE', KEYS[5], exp - now + 86400000)
   redis.call('ZADD', KEYS[4], exps, hid)
+  -- the due zset's score is <= the earliest deadline (and so <= `mdl`): only a deadline below
+  -- the hint can be a new earliest one, and only then must both be lowered
+  local earliest = note_deadline(KEYS[1], ctx.min_deadline, exp)
   if not CLUSTER then
-    -- the due zset's score is <= the earliest deadline; only a new earliest one must lower it
-    if not ctx.min_deadline or ctx.min_deadline > exp then
-      redis.call('ZADD', KEYS[9], 'LT', exps, ARGV[4])
-    end
+    if earliest then redis.call('ZADD', KEYS[9], 'LT', exps, ARGV[4]) end
     -- the user's zset serves only the live-hold limit: with the limit off it is not kept
     -- (turning the limit on counts the holds made from then on)
     if tracked then

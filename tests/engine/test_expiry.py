@@ -100,3 +100,42 @@ async def test_confirm_abort_past_expiry_expires_the_hold(
     await inventory.advance_clock("ABORT", 25_000)
     assert await inventory.confirm_abort(out.hold.hold_id) == Code.HOLD_EXPIRED
     assert (await inventory.confirm_begin(out.hold.hold_id, "u1"))[0] == Code.HOLD_EXPIRED
+
+
+async def test_a_hold_frees_seats_whose_hold_expired_without_waiting_for_the_reaper(
+    inventory: Inventory, make_layout: Any
+) -> None:
+    """The hold path reaps on write from the meta's earliest-deadline hint: the hint follows
+    holds that end early, deadlines lowered by a confirm's grace and reaps (no reaper runs)."""
+    layout = make_layout("HINT")
+    await inventory.open(layout)
+
+    async def hold(user: str, seats: list[int], ttl_ms: int) -> str:
+        out = await inventory.hold(HoldRequest("HINT", user, 0, 4, ttl_ms, seats=seats))
+        assert out.hold is not None, out
+        return out.hold.hold_id
+
+    early = await hold("u1", [0], 10_000)
+    await hold("u2", [1], 60_000)
+    assert (await inventory.release(early, None))[
+        0
+    ] == Code.OK  # the hint is now below every deadline
+    await inventory.advance_clock("HINT", 11_000)
+    await hold("u3", [2], 120_000)  # reaps nothing, resets the hint to u2's deadline
+    await inventory.advance_clock("HINT", 50_000)  # u2's hold is past its deadline
+    assert (
+        await inventory.hold(HoldRequest("HINT", "u4", 0, 4, 60_000, seats=[1]))
+    ).code == Code.OK
+
+    grace = await hold("u5", [5], 600_000)
+    code, _ = await inventory.confirm_begin(
+        grace, "u5", grace_ms=5_000
+    )  # earlier than any deadline
+    assert code == Code.OK
+    await inventory.advance_clock("HINT", 6_000)
+    assert (
+        await inventory.hold(HoldRequest("HINT", "u6", 0, 4, 60_000, seats=[5]))
+    ).code == Code.OK
+    held = await inventory.get_hold(grace)
+    assert held is not None
+    assert held.status == "expired"
