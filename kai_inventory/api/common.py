@@ -42,6 +42,15 @@ def json_response(
     )
 
 
+def encode_json(body: Any) -> bytes:
+    return _ENCODER.encode(body)
+
+
+def raw_json_response(body: bytes) -> web.Response:
+    """A 200 with an already encoded JSON body (a cached one)."""
+    return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -99,8 +108,27 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
         raise ApiError("malformed_json", f"the body is not valid JSON: {exc}") from None
 
 
+# Decoded query strings of frozen (immutable, so shareable) types, by (type, raw query string):
+# a popular journey's reads repeat the same query string. Failures are never kept.
+_QUERIES: dict[tuple[type, str], Any] = {}
+_QUERIES_MAX = 4096
+
+
 def parse_query(request: web.Request, type_: type[T]) -> T:
     """Decode the query string into ``type_`` (unknown or repeated parameters are 422)."""
+    key = (type_, request.rel_url.raw_query_string)
+    found = _QUERIES.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    parsed = _parse_query(request, type_)
+    if getattr(getattr(type_, "__struct_config__", None), "frozen", False):
+        if len(_QUERIES) >= _QUERIES_MAX:
+            _QUERIES.clear()
+        _QUERIES[key] = parsed
+    return parsed
+
+
+def _parse_query(request: web.Request, type_: type[T]) -> T:
     values: dict[str, str] = {}
     for key, value in request.query.items():
         if key in values:

@@ -12,7 +12,15 @@ import re
 
 from aiohttp import web
 
-from kai_inventory.api.common import ctx, json_response, parse_query, read_body, reader
+from kai_inventory.api.common import (
+    ctx,
+    encode_json,
+    json_response,
+    parse_query,
+    raw_json_response,
+    read_body,
+    reader,
+)
 from kai_inventory.api.errors import ApiError, invalid_many
 from kai_inventory.api.schemas import (
     AvailabilityQuery,
@@ -139,10 +147,27 @@ async def journey_read(request: web.Request) -> tuple[str, Layout, Snapshot, str
     return schedule_id, layout, snap, origin, destination, a, b
 
 
+# Encoded availability bodies of this app by (schedule, layout id, version, journey): a version
+# names one state of the schedule, so a read of an unchanged schedule reuses the bytes.
+_BODIES_MAX = 4096
+
+
 async def get_availability(request: web.Request) -> web.Response:
     schedule_id, layout, snap, origin, destination, a, b = await journey_read(request)
-    classes = availability(layout, snap, a, b)
-    return json_response(AvailabilityView(schedule_id, origin, destination, snap.version, classes))
+    bodies: dict[tuple[str, str, int, int, int], bytes] = ctx(request).extras.setdefault(
+        "availability_bodies", {}
+    )
+    key = (schedule_id, snap.layout_id, snap.version, a, b)
+    body = bodies.get(key)
+    if body is None:
+        classes = availability(layout, snap, a, b)
+        body = encode_json(
+            AvailabilityView(schedule_id, origin, destination, snap.version, classes)
+        )
+        if len(bodies) >= _BODIES_MAX:
+            bodies.clear()
+        bodies[key] = body
+    return raw_json_response(body)
 
 
 async def get_seatmap(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ tag chosen to hash into a slot that master serves (see docs/SCALING.md).
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -82,6 +83,7 @@ class Keys:
 
     prefix: str = "kai"
 
+    @functools.lru_cache(maxsize=16384)  # noqa: B019  (Keys objects live as long as the app)
     def schedule(self, schedule_id: str) -> ScheduleKeys:
         return ScheduleKeys(schedule_id, f"{self.prefix}:{{s:{schedule_id}}}:")
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
-from kai_inventory.api.common import rfc3339_ms
+from kai_inventory.api.common import parse_query, rfc3339_ms
+from kai_inventory.api.errors import ApiError
+from kai_inventory.api.schemas import JourneyParams
 
 
 @pytest.mark.parametrize(
@@ -20,3 +23,13 @@ def test_rfc3339_ms_is_utc_with_exact_milliseconds(epoch_ms: int) -> None:
     assert text.endswith("Z")
     assert len(text) == 24
     assert dt.datetime.fromisoformat(text) == expected
+
+
+def test_a_remembered_query_is_matched_on_its_raw_text_not_its_decoded_form() -> None:
+    plain = make_mocked_request("GET", "/v1/schedules/S/availability?from=GMR&to=CN")
+    first = parse_query(plain, JourneyParams)
+    assert (first.from_, first.to) == ("GMR", "CN")
+    assert parse_query(plain, JourneyParams) is first  # the same text: the kept result
+    encoded = make_mocked_request("GET", "/v1/schedules/S/availability?from=GMR%26to%3DCN")
+    with pytest.raises(ApiError):  # one parameter "GMR&to=CN", not two
+        parse_query(encoded, JourneyParams)

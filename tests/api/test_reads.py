@@ -202,3 +202,20 @@ async def test_batch_query_of_200_journeys_is_answered(client) -> None:  # type:
     results = (await response.json())["results"]
     assert len(results) == 200
     assert all("classes" in r for r in results)
+
+
+async def test_a_repeated_availability_read_sees_the_hold_made_in_between(client) -> None:  # type: ignore[no-untyped-def]
+    schedule_id = await create_schedule(client)
+    url = f"/v1/schedules/{schedule_id}/availability?from=GMR&to=CN"
+    before = [await (await client.get(url)).json() for _ in range(2)]
+    assert before[0] == before[1]
+    hold = await client.post(
+        "/v1/holds",
+        json={"schedule_id": schedule_id, "from": "GMR", "to": "CN", "seats": ["2-1A"]},
+        headers=auth("alice"),
+    )
+    assert hold.status == 201
+    after = await (await client.get(url)).json()
+    assert after["version"] > before[0]["version"]
+    economy = next(c for c in after["classes"] if c["class"] == "economy")
+    assert economy["available"] == 5
