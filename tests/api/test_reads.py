@@ -219,3 +219,22 @@ async def test_a_repeated_availability_read_sees_the_hold_made_in_between(client
     assert after["version"] > before[0]["version"]
     economy = next(c for c in after["classes"] if c["class"] == "economy")
     assert economy["available"] == 5
+
+
+async def test_a_repeated_seat_map_read_sees_the_hold_made_in_between(client) -> None:  # type: ignore[no-untyped-def]
+    schedule_id = await create_schedule(client)
+    url = f"/v1/schedules/{schedule_id}/seatmap?from=GMR&to=CN"
+
+    async def state_of(seat: str) -> str:
+        body = await (await client.get(url)).json()
+        seats = [s for coach in body["coaches"] for s in coach["seats"]]
+        return next(s["state"] for s in seats if s["seat"] == seat)
+
+    assert [await state_of("2-1A") for _ in range(2)] == ["free", "free"]
+    hold = await client.post(
+        "/v1/holds",
+        json={"schedule_id": schedule_id, "from": "GMR", "to": "CN", "seats": ["2-1A"]},
+        headers=auth("alice"),
+    )
+    assert hold.status == 201
+    assert await state_of("2-1A") == "held"
