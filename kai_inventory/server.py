@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -47,6 +48,7 @@ async def serve(settings: Settings, host: str, port: int, worker: int = 0) -> No
     try:
         site = web.TCPSite(runner, host, port, reuse_port=True, backlog=2048)
         await site.start()
+        settle_garbage_collector()
         log.info(
             "listening", extra={"host": host, "port": port, "worker": worker, "pid": os.getpid()}
         )
@@ -55,6 +57,21 @@ async def serve(settings: Settings, host: str, port: int, worker: int = 0) -> No
     finally:
         await runner.cleanup()
         log.info("stopped", extra={"worker": worker})
+
+
+# Objects that live as long as the worker (modules, the app, its routes) are moved out of the
+# cyclic collector's view once started (gc.freeze), and the youngest generation is collected
+# every GC_GEN0 allocations instead of 700: a request allocates hundreds of short-lived objects
+# (almost none in cycles: reference counting frees them), so the default made a collection every
+# few requests and a full one, walking every object of the process, every few hundred.
+GC_GEN0 = 20_000
+
+
+def settle_garbage_collector() -> None:
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0, gen1, gen2)
 
 
 _early_stop: list[int] = []

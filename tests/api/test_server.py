@@ -128,3 +128,20 @@ async def test_sigterm_closes_websockets_with_1001(api_settings: Settings) -> No
     finally:
         code = await asyncio.to_thread(server.stop)
     assert code == 0, server.stderr()
+
+
+def test_a_started_worker_freezes_its_startup_objects_and_collects_young_objects_less_often() -> (
+    None
+):
+    import gc
+
+    from kai_inventory.server import GC_GEN0, settle_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_threshold() == (GC_GEN0, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
