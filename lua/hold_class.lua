@@ -55,13 +55,29 @@ local best = ARGV[16] ~= 'first'
 local a, b, legs = ctx.a, ctx.b, ctx.legs
 local MAX_CARS = 3  -- cars with a window the best fit compares before it picks
 
--- The class's seat groups g0..g1, all legs, one GETRANGE per bitmap (zero-padded); leg k of
--- group j is byte (j - g0)*legs + k + 1 of sold/held.
+-- the class's cars (they must tile the class; else the class is one span)
+local cars = class_cars(ARGV[14], cs, ce, ARGV[12] .. '/' .. ARGV[13] .. '/' .. ARGV[14])
+
+-- The class's seat groups g0..g1, all legs (zero-padded); leg k of group j is byte
+-- (j - g0)*legs + k + 1 of sold/held. Read up to the end of the MAX_CARS-th car first (step 1
+-- rarely looks further: a GETRANGE costs ~11 instructions per byte on top of the call), the rest
+-- only when a car past it is scanned (ensure).
 local g0, g1 = (cs - cs % 8) / 8, ((ce - 1) - (ce - 1) % 8) / 8
 local off = g0 * legs
-local want = (g1 - g0 + 1) * legs
-local sold = padded(redis.call('GETRANGE', KEYS[2], off, off + want - 1), want)
-local held = padded(redis.call('GETRANGE', KEYS[3], off, off + want - 1), want)
+local last_seat = cars[math.min(#cars, MAX_CARS)][2] - 1
+local g_read = (last_seat - last_seat % 8) / 8
+local function read(from, to)  -- groups from..to, both bitmaps
+  local want = (to - from + 1) * legs
+  local first = from * legs
+  return padded(redis.call('GETRANGE', KEYS[2], first, first + want - 1), want),
+    padded(redis.call('GETRANGE', KEYS[3], first, first + want - 1), want)
+end
+local sold, held = read(g0, g_read)
+local function ensure(j)  -- the bytes of group j are read
+  if j <= g_read then return end
+  local s2, h2 = read(g_read + 1, g1)
+  sold, held, g_read = sold .. s2, held .. h2, g1
+end
 
 local bor, byte = bit.bor, string.byte
 -- the neighbouring legs a-1 and b: a constant byte (255: taken, a = 0 / b = L; 0: first fit)
@@ -80,6 +96,15 @@ if nx_const ~= 0 then top_score = top_score + c end
 -- occ[q], pvb[q], nxb[q]: group jb + q - 1 OR'ed over the journey's legs (a bit is set when its
 -- seat is taken on any leg), and its legs a-1 and b; one string.byte call per leg span. Returns
 -- the best score a window of the car can reach (from the neighbours' bits, an upper bound).
+-- The best score a window of a car can reach, from the OR of its groups' bytes of legs a-1 and
+-- b (an upper bound: +count per neighbour leg on which some seat of those groups is taken).
+local function car_bound(pv_any, nx_any)
+  local bound = 0
+  if pv_any ~= 0 then bound = bound + c end
+  if nx_any ~= 0 then bound = bound + c end
+  return bound
+end
+
 local occ, pvb, nxb = {}, {}, {}
 local function fill(jb, je)
   local pv_any, nx_any = 0, 0
@@ -92,10 +117,7 @@ local function fill(jb, je)
     pvb[q], nxb[q] = pv, nx
     pv_any, nx_any = bor(pv_any, pv), bor(nx_any, nx)
   end
-  local bound = 0
-  if pv_any ~= 0 then bound = bound + c end
-  if nx_any ~= 0 then bound = bound + c end
-  return bound
+  return car_bound(pv_any, nx_any)
 end
 
 -- One car [s, e): the first best window of c adjacent free seats (start or nil, score) and the
@@ -104,6 +126,7 @@ end
 local sc = {}  -- scores of the current run, by position in the car (reused)
 local function scan(s, e)
   local jb, je = (s - s % 8) / 8, ((e - 1) - (e - 1) % 8) / 8
+  ensure(je)
   local car_top = fill(jb, je)
   local run, sum, nfree = 0, 0, 0
   local ws, wsc = nil, -1
@@ -142,7 +165,9 @@ local function scan(s, e)
 end
 
 -- Count 1 or 2: the same window as scan (the earliest of the best score), found with a few bit
--- operations per seat group instead of a per-seat loop. A seat's score level: `two` (both
+-- operations per seat group instead of a per-seat loop, reading each group's bytes as it goes
+-- (no fill tables; a first pass over the neighbour legs' bytes gives the car's bound, so the
+-- scan still stops at the first window reaching it). A seat's score level: `two` (both
 -- neighbour legs taken), `one`, `zero`; a pair's: the sum, from masks of pair starts (a group's
 -- mask shifted left by one seat lines seat k + 1 up with seat k), plus the pair across two
 -- groups (seat 7 and the next group's seat 0).
@@ -154,27 +179,40 @@ local function level(two, one, m)  -- the score of the seat whose bit is m
 end
 local function scan_bytes(s, e)
   local jb, je = (s - s % 8) / 8, ((e - 1) - (e - 1) % 8) / 8
-  local car_top = fill(jb, je)
+  ensure(je)
+  -- the best score the car allows: from its groups' bytes of legs a-1 and b
+  local pv_any, nx_any = pv_const, nx_const
+  if not pv_any or not nx_any then
+    local pa, na = 0, 0
+    for j = jb, je do
+      local p = (j - g0) * legs + 1
+      if not pv_any then pa = bor(pa, byte(sold, p + a - 1), byte(held, p + a - 1)) end
+      if not nx_any then na = bor(na, byte(sold, p + b), byte(held, p + b)) end
+    end
+    pv_any, nx_any = pv_any or pa, nx_any or na
+  end
+  local car_top = car_bound(pv_any, nx_any)
   local nfree, ws, wsc = 0, nil, -1
   local last_free, last_level = false, 0  -- seat 7 of the previous group (pairs)
-  for q = 1, je - jb + 1 do
-    local j = jb + q - 1
+  for j = jb, je do
+    local p = (j - g0) * legs + 1  -- leg 0 of group j in sold/held
     local m = 255
     if j == jb then m = rshift(255, s - 8 * j) end
     if j == je then m = band(m, lshift(255, 8 - (e - 8 * j))) end
-    local f = band(bnot(occ[q]), m)
+    local f = band(bnot(bor(bor(byte(sold, p + a, p + b - 1)), byte(held, p + a, p + b - 1))), m)
     if f == 0 then
       last_free = false
     else
       nfree = nfree + POPCOUNT[f]
-      local p, x = pvb[q], nxb[q]
-      local two = band(f, p, x)
-      local any = band(f, bor(p, x))
+      local pv = pv_const or bor(byte(sold, p + a - 1), byte(held, p + a - 1))
+      local nx = nx_const or bor(byte(sold, p + b), byte(held, p + b))
+      local two = band(f, pv, nx)
+      local any = band(f, bor(pv, nx))
       local one, zero = bxor(any, two), bxor(f, any)
-      local best, lvl
+      local best_mask, lvl
       if c == 1 then
-        if two ~= 0 then best, lvl = two, 2 elseif one ~= 0 then best, lvl = one, 1
-        else best, lvl = zero, 0 end
+        if two ~= 0 then best_mask, lvl = two, 2 elseif one ~= 0 then best_mask, lvl = one, 1
+        else best_mask, lvl = zero, 0 end
       else
         if last_free and band(f, 128) ~= 0 then  -- the pair from seat 8j - 1
           local v = last_level + level(two, one, 128)
@@ -190,13 +228,13 @@ local function scan_bytes(s, e)
         local x2 = bor(band(two, z), band(zero, t), band(one, o))
         local x1 = bor(band(one, z), band(zero, o))
         local x0 = band(zero, z)
-        if x4 ~= 0 then best, lvl = x4, 4 elseif x3 ~= 0 then best, lvl = x3, 3
-        elseif x2 ~= 0 then best, lvl = x2, 2 elseif x1 ~= 0 then best, lvl = x1, 1
-        elseif x0 ~= 0 then best, lvl = x0, 0 end
+        if x4 ~= 0 then best_mask, lvl = x4, 4 elseif x3 ~= 0 then best_mask, lvl = x3, 3
+        elseif x2 ~= 0 then best_mask, lvl = x2, 2 elseif x1 ~= 0 then best_mask, lvl = x1, 1
+        elseif x0 ~= 0 then best_mask, lvl = x0, 0 end
         last_free, last_level = band(f, 1) ~= 0, level(two, one, 1)
       end
-      if best and lvl > wsc then
-        ws, wsc = 8 * j + FIRST_BIT[best], lvl
+      if best_mask and lvl > wsc then
+        ws, wsc = 8 * j + FIRST_BIT[best_mask], lvl
         if lvl == car_top then return ws, wsc, nfree end
       end
     end
@@ -205,16 +243,6 @@ local function scan_bytes(s, e)
 end
 local scan_car = scan
 if c <= 2 then scan_car = scan_bytes end
-
-local cars = {}
-local tiled = cs
-for _, span in ipairs(car_spans(ARGV[14])) do
-  local s, e = math.max(span[1], cs), math.min(span[2], ce)
-  if s ~= tiled or e <= s then tiled = -1 break end
-  cars[#cars + 1] = {s, e}
-  tiled = e
-end
-if tiled ~= ce then cars = {{cs, ce}} end  -- the cars must tile the class; else one span
 
 -- 1. c adjacent free seats in one car: the best window among the first MAX_CARS cars that have
 -- one, stopping at once at a window with the best possible score
@@ -240,6 +268,7 @@ else
   -- (buckets 1, 2, 3 = score 2, 1, 0; each in index order)
   local all = {{}, {}, {}}
   local best_sum = -1
+  ensure(g1)
   for _, car in ipairs(cars) do
     local s, e = car[1], car[2]
     local jb, je = (s - s % 8) / 8, ((e - 1) - (e - 1) % 8) / 8

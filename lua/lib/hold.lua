@@ -117,18 +117,26 @@ local function marked_span(ctx, masks, lo, hi, held, off)
   return table.concat(parts)
 end
 
--- A class's car spans "start:end,..." parsed once per distinct text: the parsed list is kept at
--- library level (a few layouts x classes; dropped wholesale past CAR_SPANS_MAX entries), so a
--- class hold does not run string.gmatch and tonumber over it on every call.
-local CAR_SPANS, car_spans_n, CAR_SPANS_MAX = {}, 0, 512
-local function car_spans(text)
-  local spans = CAR_SPANS[text]
-  if spans then return spans end
-  spans = {}
-  for s, e in string.gmatch(text, '(%d+):(%d+)') do spans[#spans + 1] = {tonumber(s), tonumber(e)} end
-  if car_spans_n >= CAR_SPANS_MAX then CAR_SPANS, car_spans_n = {}, 0 end
-  CAR_SPANS[text], car_spans_n = spans, car_spans_n + 1
-  return spans
+-- The car spans of a class [cs, ce) from the layout's text "start:end,..." (ARGV of hold_class),
+-- clamped to the class; when they do not tile it, the class as one span. Kept at library level
+-- by (class start, class end, text): a few layouts x classes, dropped wholesale past
+-- CLASS_CARS_MAX entries, so a class hold neither parses the text nor builds the list per call.
+local CLASS_CARS, class_cars_n, CLASS_CARS_MAX = {}, 0, 512
+local function class_cars(text, cs, ce, key)
+  local cars = CLASS_CARS[key]
+  if cars then return cars end
+  cars = {}
+  local tiled = cs
+  for s, e in string.gmatch(text, '(%d+):(%d+)') do
+    s, e = math.max(tonumber(s), cs), math.min(tonumber(e), ce)
+    if s ~= tiled or e <= s then tiled = -1 break end
+    cars[#cars + 1] = {s, e}
+    tiled = e
+  end
+  if tiled ~= ce then cars = {{cs, ce}} end
+  if class_cars_n >= CLASS_CARS_MAX then CLASS_CARS, class_cars_n = {}, 0 end
+  CLASS_CARS[key], class_cars_n = cars, class_cars_n + 1
+  return cars
 end
 
 -- Zero bytes up to length `want`: a bitmap shorter than its schedule's size reads as free.
