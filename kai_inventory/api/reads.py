@@ -149,21 +149,43 @@ async def journey_read(request: web.Request) -> tuple[str, Layout, Snapshot, str
     return schedule_id, layout, snap, origin, destination, a, b
 
 
-# Encoded bodies of this app's per-journey reads by (read, schedule, layout id, version, journey):
-# a version names one state of the schedule, so a read of an unchanged schedule reuses the bytes
-# (a seat map of 1,000 seats is ~40 KB of JSON built from 1,000 structs).
-_BODIES_MAX = 4096
 BodyKey = tuple[str, str, str, int, int, int]
 
 
+class BodyCache:
+    """Encoded bodies of this app's per-journey reads by (read, schedule, layout id, version,
+    journey): a version names one state of the schedule, so a read of an unchanged schedule
+    reuses the bytes (a seat map of 1,000 seats is ~40 KB of JSON built from 1,000 structs).
+    Bounded by entries and bytes; dropped wholesale when either bound is reached (a new version
+    makes the old entries dead anyway)."""
+
+    MAX_ENTRIES = 4096
+    MAX_BYTES = 16 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._bodies: dict[BodyKey, bytes] = {}
+        self._bytes = 0
+
+    def get(self, key: BodyKey) -> bytes | None:
+        return self._bodies.get(key)
+
+    def put(self, key: BodyKey, body: bytes) -> None:
+        if len(self._bodies) >= self.MAX_ENTRIES or self._bytes + len(body) > self.MAX_BYTES:
+            self._bodies.clear()
+            self._bytes = 0
+        self._bodies[key] = body
+        self._bytes += len(body)
+
+
 def _remembered(request: web.Request, key: BodyKey, build: Callable[[], Any]) -> web.Response:
-    bodies: dict[BodyKey, bytes] = ctx(request).extras.setdefault("read_bodies", {})
-    body = bodies.get(key)
+    extras = ctx(request).extras
+    cache: BodyCache | None = extras.get("read_bodies")
+    if cache is None:
+        cache = extras["read_bodies"] = BodyCache()
+    body = cache.get(key)
     if body is None:
         body = encode_json(build())
-        if len(bodies) >= _BODIES_MAX:
-            bodies.clear()
-        bodies[key] = body
+        cache.put(key, body)
     return raw_json_response(body)
 
 

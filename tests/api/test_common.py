@@ -33,3 +33,19 @@ def test_a_remembered_query_is_matched_on_its_raw_text_not_its_decoded_form() ->
     encoded = make_mocked_request("GET", "/v1/schedules/S/availability?from=GMR%26to%3DCN")
     with pytest.raises(ApiError):  # one parameter "GMR&to=CN", not two
         parse_query(encoded, JourneyParams)
+
+
+def test_kept_read_bodies_are_bounded_by_bytes_as_well_as_entries() -> None:
+    from kai_inventory.api.reads import BodyCache
+
+    cache = BodyCache()
+    big = b"x" * (BodyCache.MAX_BYTES // 2 + 1)
+    cache.put(("seatmap", "S", "L", 1, 0, 1), big)
+    assert cache.get(("seatmap", "S", "L", 1, 0, 1)) is big
+    cache.put(("seatmap", "S", "L", 2, 0, 1), big)  # both would pass the byte bound
+    assert cache.get(("seatmap", "S", "L", 1, 0, 1)) is None
+    assert cache.get(("seatmap", "S", "L", 2, 0, 1)) is big
+    for version in range(BodyCache.MAX_ENTRIES + 1):
+        cache.put(("availability", "S", "L", version, 0, 1), b"{}")
+    assert cache.get(("availability", "S", "L", 0, 0, 1)) is None
+    assert cache.get(("availability", "S", "L", BodyCache.MAX_ENTRIES, 0, 1)) == b"{}"
