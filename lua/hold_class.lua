@@ -93,9 +93,6 @@ local top_score = 0
 if pv_const ~= 0 then top_score = top_score + c end
 if nx_const ~= 0 then top_score = top_score + c end
 
--- occ[q], pvb[q], nxb[q]: group jb + q - 1 OR'ed over the journey's legs (a bit is set when its
--- seat is taken on any leg), and its legs a-1 and b; one string.byte call per leg span. Returns
--- the best score a window of the car can reach (from the neighbours' bits, an upper bound).
 -- The best score a window of a car can reach, from the OR of its groups' bytes of legs a-1 and
 -- b (an upper bound: +count per neighbour leg on which some seat of those groups is taken).
 local function car_bound(pv_any, nx_any)
@@ -105,6 +102,9 @@ local function car_bound(pv_any, nx_any)
   return bound
 end
 
+-- occ[q], pvb[q], nxb[q]: group jb + q - 1 OR'ed over the journey's legs (a bit is set when its
+-- seat is taken on any leg), and its legs a-1 and b; one string.byte call per leg span. Returns
+-- the car's bound (car_bound).
 local occ, pvb, nxb = {}, {}, {}
 local function fill(jb, je)
   local pv_any, nx_any = 0, 0

@@ -68,4 +68,4 @@ if any ~= 0 then
   end
   return hold_done({SEATS_UNAVAILABLE, bad})
 end
-return hold_commit(ctx, seats, held, first)
+return hold_commit(ctx, seats, held, first, masks, lo, hi)

@@ -24,12 +24,12 @@ local limit = tonumber(ARGV[2]) or 0
 if limit <= 0 then limit = nil end
 local expired = reap(KEYS[1], KEYS[2], KEYS[3], legs, now, limit)
 flush(KEYS[1], KEYS[5])
-local earliest = reset_deadline_hint(KEYS[1], KEYS[3])
+local earliest, earliest_text = reset_deadline_hint(KEYS[1], KEYS[3])
 if not earliest then
   if not CLUSTER then redis.call('ZREM', KEYS[4], ARGV[1]) end
   return {OK, expired, 0, -1}
 end
-if not CLUSTER then redis.call('ZADD', KEYS[4], string.format('%d', earliest), ARGV[1]) end
+if not CLUSTER then redis.call('ZADD', KEYS[4], earliest_text, ARGV[1]) end
 local more = 0
 if earliest <= now then more = 1 end
 return {OK, expired, more, earliest}

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -38,6 +39,8 @@ from kai_inventory.engine.inventory import HoldRequest, Inventory
 from kai_inventory.engine.keys import Keys
 from kai_inventory.engine.layout import Layout
 from kai_inventory.localstack import private_redis
+
+T = TypeVar("T")
 
 SCHEDULE = "BENCH"
 STOPS = [f"S{i:02d}" for i in range(21)]
@@ -87,6 +90,16 @@ async def _usec_per_call(
 BATCH = 64  # calls in flight at once: the auto-pipeline sends them as one batch, as under load
 
 
+async def in_flight_batches(
+    calls: Sequence[Callable[[], Awaitable[T]]], in_flight: int = BATCH
+) -> list[T]:
+    """Run ``calls`` ``in_flight`` at a time (each batch awaited before the next), in order."""
+    results: list[T] = []
+    for start in range(0, len(calls), in_flight):
+        results += await asyncio.gather(*(call() for call in calls[start : start + in_flight]))
+    return results
+
+
 async def _measure(
     client: aioredis.Redis,
     name: str,
@@ -95,8 +108,7 @@ async def _measure(
     in_flight: int,
 ) -> Measure:
     await client.config_resetstat()
-    for start in range(0, calls, in_flight):
-        await asyncio.gather(*(op(i) for i in range(start, min(calls, start + in_flight))))
+    await in_flight_batches([functools.partial(op, i) for i in range(calls)], in_flight)
     n, usec = await _usec_per_call(client)
     return Measure(name, n, usec)
 

@@ -100,7 +100,7 @@ end
 local SPAN_GAP = 512
 local function bits_write(key, entries, legs, value)
   local band, bor, bnot, bxor, rshift = bit.band, bit.bor, bit.bnot, bit.bxor, bit.rshift
-  local masks, first, last = {}, nil, nil
+  local masks = {}
   for _, e in ipairs(entries) do
     local a, b = e[1], e[2]
     for _, i in ipairs(e[3]) do
@@ -108,12 +108,9 @@ local function bits_write(key, entries, legs, value)
       local m = rshift(128, i % 8)
       for p = j * legs + a, j * legs + b - 1 do
         masks[p] = bor(masks[p] or 0, m)
-        if not first or p < first then first = p end
-        if not last or p > last then last = p end
       end
     end
   end
-  if not first then return 0 end
   local pos, n = {}, 0
   for p in pairs(masks) do
     n = n + 1
@@ -174,12 +171,12 @@ end
 -- ready JSON text ("[a,b,[i,j]]"): cheaper than cjson for this fixed shape.
 local changes = {}
 -- @on-call if changes[1] then changes = {} end
-local function note(a, b, seats)
-  changes[#changes + 1] = '[' .. a .. ',' .. b .. ',[' .. table.concat(seats, ',') .. ']]'
-end
--- the same from ready text: a, b and the comma list of seats as strings
+-- a, b and the comma list of seats as ready text
 local function note_text(a, b, seats)
   changes[#changes + 1] = '[' .. a .. ',' .. b .. ',[' .. seats .. ']]'
+end
+local function note(a, b, seats)
+  note_text(a, b, table.concat(seats, ','))
 end
 
 -- The schedule's next version after a reset (open, rebuild): one more than the last and never
@@ -231,6 +228,7 @@ local function note_deadline(meta_key, hint, deadline)
   return false
 end
 
+-- Returns the earliest deadline (nil: none) as a number and as Redis wrote it.
 local function reset_deadline_hint(meta_key, deadlines_key)
   local first = redis.call('ZRANGE', deadlines_key, '0', '0', 'WITHSCORES')
   if first[2] then
@@ -238,7 +236,7 @@ local function reset_deadline_hint(meta_key, deadlines_key)
   else
     redis.call('HDEL', meta_key, 'mdl')
   end
-  return tonumber(first[2])
+  return tonumber(first[2]), first[2]
 end
 
 -- Expire every hold of the schedule whose deadline passed (deadline <= now).

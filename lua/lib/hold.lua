@@ -147,11 +147,11 @@ end
 
 -- Make the hold of `seats` (known free): its held bits, written from `held`, the held bitmap's
 -- bytes from 0-based offset `off` on (covering the seats' groups on legs [a, b)); then its hash,
--- deadline, bookkeeping and event.
-local function hold_commit(ctx, seats, held, off)
+-- deadline, bookkeeping and event. `masks, lo, hi`: group_masks(seats), when the caller has it.
+local function hold_commit(ctx, seats, held, off, masks, lo, hi)
   local hid, user = ARGV[2], ARGV[3]
   local now = ctx.now
-  local masks, lo, hi = group_masks(seats)
+  if not masks then masks, lo, hi = group_masks(seats) end
   local span = marked_span(ctx, masks, lo, hi, held, off)
   redis.call('SETRANGE', KEYS[3], lo * ctx.legs + ctx.a, span)
   local exp = math.min(now + ctx.ttl, ctx.dep)
