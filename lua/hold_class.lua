@@ -164,78 +164,90 @@ local function scan(s, e)
   return ws, wsc, nfree
 end
 
--- Count 1 or 2: the same window as scan (the earliest of the best score), found with a few bit
--- operations per seat group instead of a per-seat loop, reading each group's bytes as it goes
--- (no fill tables; a first pass over the neighbour legs' bytes gives the car's bound, so the
--- scan still stops at the first window reaching it). A seat's score level: `two` (both
--- neighbour legs taken), `one`, `zero`; a pair's: the sum, from masks of pair starts (a group's
--- mask shifted left by one seat lines seat k + 1 up with seat k), plus the pair across two
--- groups (seat 7 and the next group's seat 0).
-local band, bnot, bxor, lshift, rshift = bit.band, bit.bnot, bit.bxor, bit.lshift, bit.rshift
-local function level(two, one, m)  -- the score of the seat whose bit is m
-  if band(two, m) ~= 0 then return 2 end
-  if band(one, m) ~= 0 then return 1 end
-  return 0
-end
+-- Count 1 or 2: the same window as scan (the earliest of the best score), with table lookups per
+-- seat group instead of a per-seat loop or per-seat bit operations (each `bit` or `string`
+-- function is a C call, ~1k instructions with its arguments; a table lookup is a few dozen).
+-- A first pass over the car's bytes of legs a-1 and b gives the car's bound (so the scan stops
+-- at the first window reaching it) and keeps them per group for the second; the second reads
+-- each group's journey legs (one `string.byte` and one `bit.bor` per bitmap) and looks its
+-- seats up as one base-4 number, a digit per seat: 0 taken, 1 + its score when free (the score:
+-- +1 per neighbouring leg taken). NIB_* tables answer per half group (4 seats, 256 states).
+local band, lshift, rshift = bit.band, bit.lshift, bit.rshift
+local pvg, nxg = {}, {}  -- the car's bytes of legs a-1 and b per group (reused)
 local function scan_bytes(s, e)
   local jb, je = (s - s % 8) / 8, ((e - 1) - (e - 1) % 8) / 8
   ensure(je)
-  -- the best score the car allows: from its groups' bytes of legs a-1 and b
+  -- pass 1: the best score the car allows, from its groups' bytes of legs a-1 and b
   local pv_any, nx_any = pv_const, nx_const
   if not pv_any or not nx_any then
     local pa, na = 0, 0
     for j = jb, je do
-      local p = (j - g0) * legs + 1
-      if not pv_any then pa = bor(pa, byte(sold, p + a - 1), byte(held, p + a - 1)) end
-      if not nx_any then na = bor(na, byte(sold, p + b), byte(held, p + b)) end
+      local p, q = (j - g0) * legs + 1, j - jb + 1
+      if not pv_any then
+        local v = bor(byte(sold, p + a - 1), byte(held, p + a - 1))
+        pvg[q], pa = v, pa + v
+      end
+      if not nx_any then
+        local v = bor(byte(sold, p + b), byte(held, p + b))
+        nxg[q], na = v, na + v
+      end
     end
     pv_any, nx_any = pv_any or pa, nx_any or na
   end
   local car_top = car_bound(pv_any, nx_any)
+  -- pass 2: the windows, group by group
   local nfree, ws, wsc = 0, nil, -1
-  local last_free, last_level = false, 0  -- seat 7 of the previous group (pairs)
+  local last = 0  -- the digit of seat 7 of the previous group (0: taken or no group)
   for j = jb, je do
-    local p = (j - g0) * legs + 1  -- leg 0 of group j in sold/held
-    local m = 255
-    if j == jb then m = rshift(255, s - 8 * j) end
-    if j == je then m = band(m, lshift(255, 8 - (e - 8 * j))) end
-    local f = band(bnot(bor(bor(byte(sold, p + a, p + b - 1)), byte(held, p + a, p + b - 1))), m)
+    local p, q = (j - g0) * legs + 1, j - jb + 1
+    local f = 255 - bor(bor(byte(sold, p + a, p + b - 1)), byte(held, p + a, p + b - 1))
+    if j == jb or j == je then  -- the car's seats only
+      local m = 255
+      if j == jb then m = rshift(255, s - 8 * j) end
+      if j == je then m = band(m, lshift(255, 8 - (e - 8 * j))) end
+      f = band(f, m)
+    end
     if f == 0 then
-      last_free = false
+      last = 0
     else
       nfree = nfree + POPCOUNT[f]
-      local pv = pv_const or bor(byte(sold, p + a - 1), byte(held, p + a - 1))
-      local nx = nx_const or bor(byte(sold, p + b), byte(held, p + b))
-      local two = band(f, pv, nx)
-      local any = band(f, bor(pv, nx))
-      local one, zero = bxor(any, two), bxor(f, any)
-      local best_mask, lvl
+      local pv, nx = pv_const or pvg[q], nx_const or nxg[q]
+      local u, w = f, f  -- free seats whose leg a-1 (u), leg b (w) is taken
+      if pv == 0 then u = 0 elseif pv ~= 255 then u = band(f, pv) end
+      if nx == 0 then w = 0 elseif nx ~= 255 then w = band(f, nx) end
+      local d = DIGITS[f] + DIGITS[u] + DIGITS[w]
+      local lo = d % 256
+      local hi = (d - lo) / 256
+      local key  -- level * 8 + 7 - the window's first seat in the group: the max is the pick
       if c == 1 then
-        if two ~= 0 then best_mask, lvl = two, 2 elseif one ~= 0 then best_mask, lvl = one, 1
-        else best_mask, lvl = zero, 0 end
+        key = NIB_SEAT_HI[hi]
+        local k2 = NIB_SEAT_LO[lo]
+        if k2 > key then key = k2 end
       else
-        if last_free and band(f, 128) ~= 0 then  -- the pair from seat 8j - 1
-          local v = last_level + level(two, one, 128)
+        local first = (hi - hi % 64) / 64
+        if last > 0 and first > 0 then  -- the pair from seat 8j - 1
+          local v = last + first - 2
           if v > wsc then
             ws, wsc = 8 * j - 1, v
             if v == car_top then return ws, wsc, nfree end
           end
         end
-        local t, o, z = band(lshift(two, 1), 255), band(lshift(one, 1), 255),
-          band(lshift(zero, 1), 255)
-        local x4 = band(two, t)
-        local x3 = bor(band(two, o), band(one, t))
-        local x2 = bor(band(two, z), band(zero, t), band(one, o))
-        local x1 = bor(band(one, z), band(zero, o))
-        local x0 = band(zero, z)
-        if x4 ~= 0 then best_mask, lvl = x4, 4 elseif x3 ~= 0 then best_mask, lvl = x3, 3
-        elseif x2 ~= 0 then best_mask, lvl = x2, 2 elseif x1 ~= 0 then best_mask, lvl = x1, 1
-        elseif x0 ~= 0 then best_mask, lvl = x0, 0 end
-        last_free, last_level = band(f, 1) ~= 0, level(two, one, 1)
+        key = NIB_PAIR_HI[hi]
+        local k2 = NIB_PAIR_LO[lo]
+        if k2 > key then key = k2 end
+        local d3, d4 = hi % 4, (lo - lo % 64) / 64  -- seats 3 and 4
+        if d3 > 0 and d4 > 0 then
+          k2 = (d3 + d4 - 2) * 8 + 4
+          if k2 > key then key = k2 end
+        end
+        last = lo % 4
       end
-      if best_mask and lvl > wsc then
-        ws, wsc = 8 * j + FIRST_BIT[best_mask], lvl
-        if lvl == car_top then return ws, wsc, nfree end
+      if key >= 0 then
+        local lvl = (key - key % 8) / 8
+        if lvl > wsc then
+          ws, wsc = 8 * j + 7 - key % 8, lvl
+          if lvl == car_top then return ws, wsc, nfree end
+        end
       end
     end
   end

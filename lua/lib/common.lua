@@ -67,15 +67,35 @@ for v = 0, 255 do
   POPCOUNT[v] = c
 end
 
--- The position (0..7, 0 = most significant bit = the group's first seat) of the first set bit of
--- each byte value 1..255.
-local FIRST_BIT = {}
-for v = 1, 255 do
-  local q, x = 0, v
-  while x < 128 do
-    q, x = q + 1, x * 2
+-- Seat states as base-4 digits (hold_class, parties of 1 and 2): DIGITS[v] spreads the bits of
+-- byte v to one digit each, seat 0 (the most significant bit) the most significant digit, so
+-- DIGITS[f] + DIGITS[u] + DIGITS[w] (u, w subsets of f) gives each seat 0 (taken) or 1 + its
+-- score. Its two base-256 halves are the states of seats 0-3 and 4-7, looked up in NIB_*: the
+-- best single seat and the best pair starting in that half, as level * 8 + 7 - the first seat's
+-- position in the group (higher is better: the best level, then the earliest), -1 for none.
+local DIGITS = {}
+for v = 0, 255 do
+  local d, x, p = 0, v, 1
+  for _ = 1, 8 do
+    d = d + (x % 2) * p
+    x, p = (x - x % 2) / 2, p * 4
   end
-  FIRST_BIT[v] = q
+  DIGITS[v] = d
+end
+local NIB_SEAT_HI, NIB_SEAT_LO, NIB_PAIR_HI, NIB_PAIR_LO = {}, {}, {}, {}
+for n = 0, 255 do
+  local t = {(n - n % 64) / 64, ((n - n % 16) / 16) % 4, ((n - n % 4) / 4) % 4, n % 4}
+  local seat, pair = -1, -1
+  for r = 1, 4 do
+    -- (no math.max: library-level code may not read globals while Redis 7.0 loads it)
+    if t[r] > 0 and (t[r] - 1) * 8 + 4 - r > seat then seat = (t[r] - 1) * 8 + 4 - r end
+    if r < 4 and t[r] > 0 and t[r + 1] > 0 and (t[r] + t[r + 1] - 2) * 8 + 4 - r > pair then
+      pair = (t[r] + t[r + 1] - 2) * 8 + 4 - r
+    end
+  end
+  -- the halves' positions: seats 0-3 (+4 on the key's position part) and 4-7
+  NIB_SEAT_HI[n], NIB_PAIR_HI[n] = seat < 0 and -1 or seat + 4, pair < 0 and -1 or pair + 4
+  NIB_SEAT_LO[n], NIB_PAIR_LO[n] = seat, pair
 end
 
 -- The bits of each byte value, most significant first: SEAT_BITS[v][q] is 1 when bit q (1..8,

@@ -125,3 +125,20 @@ async def test_class_holds_choose_the_earliest_best_window_of_the_rule(
         if rng.random() < 0.6:  # keep the train from filling up
             await inventory.release(out.hold.hold_id, None)
     assert checked >= 15
+
+
+@pytest.mark.parametrize("strategy", ["best", "first"])
+async def test_a_pair_never_spans_a_seat_group_taken_in_between(
+    inventory: Inventory, strategy: str
+) -> None:
+    """Seats 7 and 16 are the car's only free ones: the groups either side of the fully taken
+    group 1 must not be read as adjacent (seats 15 and 16 would be a pair across it)."""
+    labels = [f"{r}{c}" for r in range(1, 7) for c in "ABCD"]  # 24 seats: groups 0, 1, 2
+    layout = small_layout("PAIR", stops=STOPS, coaches=[(1, "economy", labels)])
+    free = {7, 16}
+    await inventory.open(layout, sold=[(0, layout.n_legs, [i for i in range(24) if i not in free])])
+    out = await inventory.hold(
+        HoldRequest("PAIR", "u1", 1, 3, 600_000, seat_class="economy", count=2, strategy=strategy)
+    )
+    assert out.hold is not None
+    assert out.hold.seats == [7, 16]
