@@ -177,10 +177,12 @@ local pvg, nxg = {}, {}  -- the car's bytes of legs a-1 and b per group (reused)
 local function scan_bytes(s, e)
   local jb, je = (s - s % 8) / 8, ((e - 1) - (e - 1) % 8) / 8
   ensure(je)
-  -- pass 1: the best score the car allows, from its groups' bytes of legs a-1 and b
+  -- pass 1: the best score the car allows, from its groups' bytes of legs a-1 and b; it stops
+  -- once the bound is the best score of any window (in a loaded train, within the first groups)
   local pv_any, nx_any = pv_const, nx_const
+  local kept = je  -- pvg and nxg hold groups jb..kept
   if not pv_any or not nx_any then
-    local pa, na = 0, 0
+    local pa, na = pv_any or 0, nx_any or 0
     for j = jb, je do
       local p, q = (j - g0) * legs + 1, j - jb + 1
       if not pv_any then
@@ -191,8 +193,12 @@ local function scan_bytes(s, e)
         local v = bor(byte(sold, p + b), byte(held, p + b))
         nxg[q], na = v, na + v
       end
+      if pa ~= 0 and na ~= 0 then
+        kept = j
+        break
+      end
     end
-    pv_any, nx_any = pv_any or pa, nx_any or na
+    pv_any, nx_any = pa, na
   end
   local car_top = car_bound(pv_any, nx_any)
   -- pass 2: the windows, group by group
@@ -211,7 +217,13 @@ local function scan_bytes(s, e)
       last = 0
     else
       nfree = nfree + POPCOUNT[f]
-      local pv, nx = pv_const or pvg[q], nx_const or nxg[q]
+      local pv, nx = pv_const, nx_const
+      if j <= kept then
+        pv, nx = pv or pvg[q], nx or nxg[q]
+      else
+        pv = pv or bor(byte(sold, p + a - 1), byte(held, p + a - 1))
+        nx = nx or bor(byte(sold, p + b), byte(held, p + b))
+      end
       local u, w = f, f  -- free seats whose leg a-1 (u), leg b (w) is taken
       if pv == 0 then u = 0 elseif pv ~= 255 then u = band(f, pv) end
       if nx == 0 then w = 0 elseif nx ~= 255 then w = band(f, nx) end
