@@ -30,17 +30,20 @@ local function split_ints(s)
   return out
 end
 
--- The a-th (0-based) element of a comma list of numbers (skips commas; no substrings made).
+-- The a-th (0-based) number of a comma list, the list parsed once per text and kept at library
+-- level (dropped wholesale past LISTS_MAX texts): every hold reads the a-th departure of its
+-- schedule's `dep`, 21 13-digit numbers whose parsing (`tonumber` goes through strtod's
+-- multi-precision path) cost more than the lookup.
+local LISTS, lists_n, LISTS_MAX = {}, 0, 1024
 local function list_at(s, a)
   if not s then return nil end
-  local find, p = string.find, 1
-  for _ = 1, a do
-    p = find(s, ',', p, true)
-    if not p then return nil end
-    p = p + 1
+  local list = LISTS[s]
+  if not list then
+    list = split_ints(s)
+    if lists_n >= LISTS_MAX then LISTS, lists_n = {}, 0 end
+    LISTS[s], lists_n = list, lists_n + 1
   end
-  local q = find(s, ',', p, true)
-  return tonumber(string.sub(s, p, (q or 0) - 1))
+  return list[a + 1]
 end
 
 -- The fields every script reads of a hold it may end: h[1] status, h[2] a, h[3] b, h[4] seats,
