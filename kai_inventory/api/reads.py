@@ -27,20 +27,18 @@ from kai_inventory.api.errors import ApiError, invalid_many
 from kai_inventory.api.schemas import (
     AvailabilityQuery,
     AvailabilityView,
-    CoachView,
     ItemError,
     JourneyParams,
     QueryItemError,
     QueryResults,
     SearchParams,
     SearchResponse,
-    SeatMapView,
-    SeatView,
 )
+from kai_inventory.api.seatmap import SeatMapEncoders
 from kai_inventory.context import AppContext
 from kai_inventory.domain import SCHEDULE_ID_PATTERN, FieldError
 from kai_inventory.engine.layout import Layout
-from kai_inventory.engine.views import Snapshot, availability, seat_states
+from kai_inventory.engine.views import Snapshot, availability
 
 _SCHEDULE_ID = re.compile(SCHEDULE_ID_PATTERN)
 
@@ -178,13 +176,19 @@ class BodyCache:
 
 
 def _remembered(request: web.Request, key: BodyKey, build: Callable[[], Any]) -> web.Response:
+    return _remembered_bytes(request, key, lambda: encode_json(build()))
+
+
+def _remembered_bytes(
+    request: web.Request, key: BodyKey, build: Callable[[], bytes]
+) -> web.Response:
     extras = ctx(request).extras
     cache: BodyCache | None = extras.get("read_bodies")
     if cache is None:
         cache = extras["read_bodies"] = BodyCache()
     body = cache.get(key)
     if body is None:
-        body = encode_json(build())
+        body = build()
         cache.put(key, body)
     return raw_json_response(body)
 
@@ -202,24 +206,15 @@ async def get_availability(request: web.Request) -> web.Response:
 
 async def get_seatmap(request: web.Request) -> web.Response:
     schedule_id, layout, snap, origin, destination, a, b = await journey_read(request)
-
-    def build() -> SeatMapView:
-        states = seat_states(layout, snap, a, b)
-        coaches = [
-            CoachView(
-                car=span.car,
-                cls=span.cls,  # type: ignore[arg-type]  # a layout's classes are SeatClass values
-                seats=[
-                    SeatView(layout.seat_ids[i], states[i])  # type: ignore[arg-type]
-                    for i in range(span.start, span.end)
-                ],
-            )
-            for span in sorted(layout.cars, key=lambda span: span.car)
-        ]
-        return SeatMapView(schedule_id, origin, destination, snap.version, coaches)
-
+    extras = ctx(request).extras
+    encoders: SeatMapEncoders | None = extras.get("seatmap_encoders")
+    if encoders is None:
+        encoders = extras["seatmap_encoders"] = SeatMapEncoders()
+    encoder = encoders.of(layout)
     key = ("seatmap", schedule_id, snap.layout_id, snap.version, a, b)
-    return _remembered(request, key, build)
+    return _remembered_bytes(
+        request, key, lambda: encoder.body(layout, snap, origin, destination, a, b)
+    )
 
 
 async def query_availability(request: web.Request) -> web.Response:
