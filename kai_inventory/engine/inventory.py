@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -348,10 +348,12 @@ class Inventory:
             req = msgspec.structs.replace(req, a=moved[0], b=moved[1])
         return await self._hold_once(req, fresh, hold_id)
 
-    async def _hold_once(self, req: HoldRequest, layout: Layout, hold_id: str) -> HoldOutcome:
+    def _hold_once(
+        self, req: HoldRequest, layout: Layout, hold_id: str
+    ) -> Coroutine[Any, Any, HoldOutcome]:
         if self.cluster:
-            return await self._hold_cluster(req, layout, hold_id)
-        return await self._hold_script(req, layout, hold_id)
+            return self._hold_cluster(req, layout, hold_id)
+        return self._hold_script(req, layout, hold_id)
 
     async def _hold_cluster(self, req: HoldRequest, layout: Layout, hold_id: str) -> HoldOutcome:
         """user_reserve (user's slot) -> the hold script (schedule's slot) -> user_finalize and

@@ -73,12 +73,12 @@ class AutoPipeline:
 
     async def execute(self, *args: Any) -> Any:
         if not self.retry_s:
-            return await self._execute(*args)
+            return await self._enqueue(args)
         deadline = time.monotonic() + self.retry_s
         delay = 0.05
         while True:
             try:
-                return await self._execute(*args)
+                return await self._enqueue(args)
             except CLUSTER_TRANSIENT as exc:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -87,7 +87,9 @@ class AutoPipeline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
-    async def _execute(self, *args: Any) -> Any:
+    def _enqueue(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue one command for this tick's batch; its reply comes in the returned future
+        (awaited directly: no coroutine of its own per command)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         pending = self._pending
@@ -97,7 +99,7 @@ class AutoPipeline:
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     @property
     def multiplexed(self) -> bool:
