@@ -11,6 +11,8 @@ and held masks and joins them. The bytes are exactly ``msgspec.json.encode(SeatM
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import msgspec
 
 from kai_inventory.api.schemas import CoachView, SeatMapView, SeatView
@@ -65,18 +67,20 @@ class SeatMapEncoder:
 
 
 class SeatMapEncoders:
-    """Encoders by layout id; a layout is replaced rarely, so a few are kept (dropped wholesale
-    past ``MAX``)."""
+    """Encoders by layout id, least recently used dropped past ``MAX``: an encoder of 1,000
+    seats holds ~260 KiB and takes a few ms to build, so ``MAX`` bounds a worker at ~8 MiB."""
 
-    MAX = 256
+    MAX = 32
 
     def __init__(self) -> None:
-        self._by_layout: dict[str, SeatMapEncoder] = {}
+        self._by_layout: OrderedDict[str, SeatMapEncoder] = OrderedDict()
 
     def of(self, layout: Layout) -> SeatMapEncoder:
         encoder = self._by_layout.get(layout.layout_id)
-        if encoder is None:
-            if len(self._by_layout) >= self.MAX:
-                self._by_layout.clear()
-            encoder = self._by_layout[layout.layout_id] = SeatMapEncoder(layout)
+        if encoder is not None:
+            self._by_layout.move_to_end(layout.layout_id)
+            return encoder
+        encoder = self._by_layout[layout.layout_id] = SeatMapEncoder(layout)
+        while len(self._by_layout) > self.MAX:
+            self._by_layout.popitem(last=False)
         return encoder

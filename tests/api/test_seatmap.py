@@ -58,13 +58,14 @@ def test_the_seat_map_body_is_the_encoded_view_for_any_occupancy(seed: int) -> N
         )
 
 
-def test_encoders_are_kept_per_layout_and_bounded() -> None:
+def test_encoders_are_kept_per_layout_and_the_least_recently_used_goes_first() -> None:
     encoders = SeatMapEncoders()
-    rng = random.Random(7)
-    first = random_layout(rng)
-    assert encoders.of(first) is encoders.of(first)
     encoders.MAX = 2
-    others = [random_layout(random.Random(s)) for s in range(3)]
-    for layout in others:
-        encoders.of(layout)
-    assert len(encoders._by_layout) <= 2
+    a, b, c = (random_layout(random.Random(seed)) for seed in (1, 2, 3))
+    first = encoders.of(a)
+    assert encoders.of(a) is first
+    encoders.of(b)
+    encoders.of(a)  # a is now the most recently used
+    encoders.of(c)  # drops b
+    assert encoders.of(a) is first
+    assert list(encoders._by_layout) == [c.layout_id, a.layout_id]
