@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from kai_inventory.engine.codes import Code
+from kai_inventory.engine.codes import Code, code_of
 from kai_inventory.engine.connection import is_cluster_client, use_hiredis_packing
 from kai_inventory.engine.keys import GROUPS, Keys
 from kai_inventory.engine.layout import Layout
@@ -236,7 +236,7 @@ class Inventory:
                 _JSON.encode([[a, b, list(seats)] for a, b, seats in sold or []]),
             ],
         )
-        code = Code(reply[0])
+        code = code_of(reply[0])
         if code != Code.OK:
             return OpenResult(code)
         if self.cluster:
@@ -254,7 +254,7 @@ class Inventory:
         reply = await self._call(
             "status", [sk.meta, sk.held, sk.deadlines, sk.channel], [status, delay_minutes, reason]
         )
-        return Code(reply[0])
+        return code_of(reply[0])
 
     async def open_schedule_ids(self) -> list[str]:
         if not self.cluster:
@@ -380,7 +380,7 @@ class Inventory:
                     RESERVATION_MS,
                 ],
             )
-            code = Code(reply[0])
+            code = code_of(reply[0])
             if code == Code.RATE_LIMITED:
                 return HoldOutcome(code, retry_after_ms=int(reply[1]))
             if code != Code.OK:
@@ -492,7 +492,7 @@ class Inventory:
             reply = await self._call("hold_class", keys, args)
         else:
             return HoldOutcome(Code.INVALID_ARGUMENT)
-        code = Code(reply[0])
+        code = code_of(reply[0])
         if code == Code.OK:
             return HoldOutcome(
                 code, hold=_hold(req.schedule_id, reply[2:]), replayed=bool(reply[1])
@@ -549,7 +549,7 @@ class Inventory:
             [sk.meta, sk.held, sk.deadlines, sk.hold(hold_id), sk.channel],
             [hold_id, user or ""],
         )
-        code = Code(reply[0])
+        code = code_of(reply[0])
         if code == Code.SCHEDULE_NOT_FOUND or len(reply) == 1:
             return Code.HOLD_NOT_FOUND, None
         return code, _hold(schedule_id, reply[1:])
@@ -566,7 +566,7 @@ class Inventory:
             [sk.meta, sk.held, sk.deadlines, sk.hold(hold_id), sk.channel],
             [hold_id, user or "", grace_ms],
         )
-        code = Code(reply[0])
+        code = code_of(reply[0])
         if code == Code.SCHEDULE_NOT_FOUND or len(reply) == 1:
             return (Code.HOLD_NOT_FOUND if code == Code.SCHEDULE_NOT_FOUND else code), None
         return code, _hold(schedule_id, reply[1:])
@@ -582,7 +582,7 @@ class Inventory:
             [sk.meta, sk.held, sk.deadlines, sk.hold(hold_id), due, sk.channel],
             [hold_id, schedule_id],
         )
-        code = Code(reply[0])
+        code = code_of(reply[0])
         if self.cluster and len(reply) > 1 and int(reply[1]) >= 0:
             await self._due_lower(schedule_id, int(reply[1]))
         return Code.HOLD_NOT_FOUND if code == Code.SCHEDULE_NOT_FOUND else code
@@ -597,7 +597,7 @@ class Inventory:
             [sk.meta, sk.sold, sk.held, sk.deadlines, sk.hold(hold_id), sk.channel],
             [hold_id, booking_number],
         )
-        code = Code(reply[0])
+        code = code_of(reply[0])
         return Code.HOLD_NOT_FOUND if code == Code.SCHEDULE_NOT_FOUND else code
 
     # ---- sold seat-legs -------------------------------------------------------------------
@@ -613,7 +613,7 @@ class Inventory:
             reply = await self._call(
                 "cancel", keys, [lay.layout_id, a, b, ",".join(str(i) for i in seats)]
             )
-            return Code(reply[0])
+            return code_of(reply[0])
 
         code = await attempt(layout, a, b, seats)
         if code != Code.LAYOUT_MISMATCH:
@@ -638,7 +638,7 @@ class Inventory:
             reply = await self._call(
                 "restore", keys, [lay.layout_id, "1" if replace else "0", body]
             )
-            return Code(reply[0])
+            return code_of(reply[0])
 
         code = await attempt(layout, sold)
         if code != Code.LAYOUT_MISMATCH:
@@ -736,7 +736,7 @@ class Inventory:
             [sk.meta, sk.sold, sk.held, sk.deadlines, sk.channel],
             [cached.version if cached else -1],
         )
-        if Code(reply[0]) != Code.OK:
+        if code_of(reply[0]) != Code.OK:
             self._snapshots.pop(schedule_id, None)
             self._layouts.pop(schedule_id, None)
             return None

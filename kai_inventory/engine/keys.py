@@ -13,43 +13,38 @@ from __future__ import annotations
 
 import functools
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 GROUPS = 16
 
 
 @dataclass(frozen=True, slots=True)
 class ScheduleKeys:
+    """A schedule's key names, joined once (``Keys.schedule`` keeps them per schedule: the hold
+    and read paths use five or six of them per call)."""
+
     schedule_id: str
     base: str  # "<prefix>:{s:<id>}:"
+    meta: str = field(init=False)
+    layout: str = field(init=False)
+    sold: str = field(init=False)
+    held: str = field(init=False)
+    deadlines: str = field(init=False)
+    channel: str = field(init=False)
+    hold_prefix: str = field(init=False)
 
-    @property
-    def meta(self) -> str:
-        return self.base + "meta"
-
-    @property
-    def layout(self) -> str:
-        return self.base + "layout"
-
-    @property
-    def sold(self) -> str:
-        return self.base + "sold"
-
-    @property
-    def held(self) -> str:
-        return self.base + "held"
-
-    @property
-    def deadlines(self) -> str:
-        return self.base + "deadlines"
-
-    @property
-    def channel(self) -> str:
-        return self.base + "events"
-
-    @property
-    def hold_prefix(self) -> str:
-        return self.base + "hold:"
+    def __post_init__(self) -> None:
+        base = self.base
+        for name, suffix in (
+            ("meta", "meta"),
+            ("layout", "layout"),
+            ("sold", "sold"),
+            ("held", "held"),
+            ("deadlines", "deadlines"),
+            ("channel", "events"),
+            ("hold_prefix", "hold:"),
+        ):
+            object.__setattr__(self, name, base + suffix)
 
     def hold(self, hold_id: str) -> str:
         return self.hold_prefix + hold_id

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from kai_inventory import localstack
 from kai_inventory.engine import scripts as scripts_mod
-from kai_inventory.engine.codes import Code
+from kai_inventory.engine.codes import Code, code_of
 from kai_inventory.engine.inventory import HoldRequest, Inventory
 from kai_inventory.engine.keys import Keys
 from kai_inventory.resources import lua_dir
@@ -72,6 +72,12 @@ def test_codes_in_lua_equal_the_python_enum() -> None:
     text = (LUA / "lib" / "codes.lua").read_text()
     lua = {name: int(value) for name, value in re.findall(r"local (\w+) = (-?\d+)", text)}
     assert lua == {code.name: int(code) for code in Code}
+
+
+def test_code_of_maps_every_script_code_and_refuses_others() -> None:
+    assert all(code_of(int(code)) is code for code in Code)
+    with pytest.raises(ValueError, match="not a valid Code"):
+        code_of(1)
 
 
 async def test_inventory_passes_each_script_its_declared_key_and_arg_counts(
