@@ -88,19 +88,16 @@ if best then
   if a > 0 then pv_const = nil end
   if b < legs then nx_const = nil end
 end
--- the best score any window can reach: c seats, each +1 per neighbouring leg that may be taken
-local top_score = 0
-if pv_const ~= 0 then top_score = top_score + c end
-if nx_const ~= 0 then top_score = top_score + c end
-
--- The best score a window of a car can reach, from the OR of its groups' bytes of legs a-1 and
--- b (an upper bound: +count per neighbour leg on which some seat of those groups is taken).
+-- The best score a window can reach, given whether some seat may be taken on leg a-1 (pv_any
+-- nonzero) and on leg b (nx_any nonzero): +count per such neighbour leg (an upper bound).
 local function car_bound(pv_any, nx_any)
   local bound = 0
   if pv_any ~= 0 then bound = bound + c end
   if nx_any ~= 0 then bound = bound + c end
   return bound
 end
+-- the best score any window can reach (a neighbour leg read per group may be taken)
+local top_score = car_bound(pv_const or 255, nx_const or 255)
 
 -- occ[q], pvb[q], nxb[q]: group jb + q - 1 OR'ed over the journey's legs (a bit is set when its
 -- seat is taken on any leg), and its legs a-1 and b; one string.byte call per leg span. Returns
@@ -111,7 +108,7 @@ local function fill(jb, je)
   for j = jb, je do
     local p = (j - g0) * legs + 1
     local q = j - jb + 1
-    occ[q] = bor(bor(byte(sold, p + a, p + b - 1)), bor(byte(held, p + a, p + b - 1)))
+    occ[q] = bor(bor(byte(sold, p + a, p + b - 1)), byte(held, p + a, p + b - 1))
     local pv = pv_const or bor(byte(sold, p + a - 1), byte(held, p + a - 1))
     local nx = nx_const or bor(byte(sold, p + b), byte(held, p + b))
     pvb[q], nxb[q] = pv, nx

@@ -3,9 +3,10 @@
 -- or chooses seats and calls hold_commit.
 --
 -- Cost matters here (docs/ENGINE.md, Measurements): every redis.call and every Lua string made
--- costs, so the reap is skipped unless the earliest deadline has passed (one ZRANGE 0 0 that
--- also tells whether the due zset needs the new deadline), the limit is one ZCOUNT, the user
--- zset's TTL is one PEXPIRE, and the event is formatted by hand.
+-- costs, so the reap is skipped unless the earliest deadline has passed (the meta hash's `mdl`
+-- hint, read with the rest of the meta; it also tells whether the due zset needs the new
+-- deadline), the limit is one ZCOUNT, the user zset's TTL is one PEXPIRE, and the event is
+-- formatted by hand.
 --
 -- On Cluster (CLUSTER): KEYS[6], KEYS[7] and KEYS[9] are stand-ins in the schedule's slot and
 -- never touched; the caller ran user_reserve.lua first (rate limit, live-hold limit: ARGV[8] is
