@@ -57,6 +57,7 @@ def setup_api(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(api_middleware)
     app.on_response_prepare.append(echo_request_id)
     app[VERIFIER] = TokenVerifier(settings.jwt_secret)
+    reads.setup_reads(app)
     setup_routes(app)
     setup_waiting_room(app)  # peak-sale waiting room: its routes and admission loop
 

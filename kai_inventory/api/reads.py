@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -175,17 +174,18 @@ class BodyCache:
         self._bytes += len(body)
 
 
-def _remembered(request: web.Request, key: BodyKey, build: Callable[[], Any]) -> web.Response:
-    return _remembered_bytes(request, key, lambda: encode_json(build()))
+READ_BODIES = web.AppKey("kai_read_bodies", BodyCache)
+SEATMAP_ENCODERS = web.AppKey("kai_seatmap_encoders", SeatMapEncoders)
 
 
-def _remembered_bytes(
-    request: web.Request, key: BodyKey, build: Callable[[], bytes]
-) -> web.Response:
-    extras = ctx(request).extras
-    cache: BodyCache | None = extras.get("read_bodies")
-    if cache is None:
-        cache = extras["read_bodies"] = BodyCache()
+def setup_reads(app: web.Application) -> None:
+    """The per-app state of the reads: encoded bodies and seat-map encoders."""
+    app[READ_BODIES] = BodyCache()
+    app[SEATMAP_ENCODERS] = SeatMapEncoders()
+
+
+def _remembered(request: web.Request, key: BodyKey, build: Callable[[], bytes]) -> web.Response:
+    cache = request.app[READ_BODIES]
     body = cache.get(key)
     if body is None:
         body = build()
@@ -196,9 +196,10 @@ def _remembered_bytes(
 async def get_availability(request: web.Request) -> web.Response:
     schedule_id, layout, snap, origin, destination, a, b = await journey_read(request)
 
-    def build() -> AvailabilityView:
+    def build() -> bytes:
         classes = availability(layout, snap, a, b)
-        return AvailabilityView(schedule_id, origin, destination, snap.version, classes)
+        view = AvailabilityView(schedule_id, origin, destination, snap.version, classes)
+        return encode_json(view)
 
     key = ("availability", schedule_id, snap.layout_id, snap.version, a, b)
     return _remembered(request, key, build)
@@ -206,15 +207,9 @@ async def get_availability(request: web.Request) -> web.Response:
 
 async def get_seatmap(request: web.Request) -> web.Response:
     schedule_id, layout, snap, origin, destination, a, b = await journey_read(request)
-    extras = ctx(request).extras
-    encoders: SeatMapEncoders | None = extras.get("seatmap_encoders")
-    if encoders is None:
-        encoders = extras["seatmap_encoders"] = SeatMapEncoders()
-    encoder = encoders.of(layout)
+    encoder = request.app[SEATMAP_ENCODERS].of(layout)
     key = ("seatmap", schedule_id, snap.layout_id, snap.version, a, b)
-    return _remembered_bytes(
-        request, key, lambda: encoder.body(layout, snap, origin, destination, a, b)
-    )
+    return _remembered(request, key, lambda: encoder.body(snap, origin, destination, a, b))
 
 
 async def query_availability(request: web.Request) -> web.Response:

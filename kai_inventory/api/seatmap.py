@@ -27,9 +27,7 @@ class SeatMapEncoder:
 
     def __init__(self, layout: Layout) -> None:
         encode = msgspec.json.encode
-        self.layout_id = layout.layout_id
-        self.n_seats = layout.n_seats
-        self.width = layout.row_bytes * 8
+        self.layout = layout
         # per seat, indexed by state: 0 free, 1 held, 2 sold
         self._seats = [
             tuple(encode(SeatView(seat_id, state)) for state in _STATES)  # type: ignore[arg-type]
@@ -42,15 +40,13 @@ class SeatMapEncoder:
             head = empty[: -len(b"]}")]
             self._coaches.append((head, range(span.start, span.end)))
 
-    def body(
-        self, layout: Layout, snap: Snapshot, origin: str, destination: str, a: int, b: int
-    ) -> bytes:
-        """The seat map of ``snap`` for the journey of legs [a, b) (``layout`` is this
-        encoder's)."""
+    def body(self, snap: Snapshot, origin: str, destination: str, a: int, b: int) -> bytes:
+        """The seat map of ``snap`` (a snapshot of this encoder's layout) for legs [a, b)."""
+        layout = self.layout
         sold, held = journey_masks(layout, snap, a, b)
-        n = self.n_seats
-        sold_bits = format(sold, f"0{self.width}b")[:n]
-        held_bits = format(held, f"0{self.width}b")[:n]
+        n, width = layout.n_seats, layout.row_bytes * 8
+        sold_bits = format(sold, f"0{width}b")[:n]
+        held_bits = format(held, f"0{width}b")[:n]
         seats = self._seats
         # the state index: 2 when sold on any leg, else 1 when held, else 0
         pieces = [

@@ -53,9 +53,7 @@ def test_the_seat_map_body_is_the_encoded_view_for_any_occupancy(seed: int) -> N
     for _ in range(5):
         a = rng.randrange(layout.n_legs)
         b = rng.randint(a + 1, layout.n_legs)
-        assert encoder.body(layout, snap, STOPS[a], STOPS[b], a, b) == reference_body(
-            layout, snap, a, b
-        )
+        assert encoder.body(snap, STOPS[a], STOPS[b], a, b) == reference_body(layout, snap, a, b)
 
 
 def test_encoders_are_kept_per_layout_and_the_least_recently_used_goes_first() -> None:
