@@ -7,7 +7,7 @@ layer that owns them (engine, persist, sales, ws).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -28,7 +28,6 @@ class AppContext:
     inventory: Inventory
     pool: asyncpg.Pool
     sales: Sales
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 CTX = web.AppKey("kai_ctx", AppContext)

@@ -40,7 +40,6 @@ class MiniContext:
     inventory: Inventory
     pool: Any = None
     sales: Any = None
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def make_layout(schedule_id: str) -> Layout:
