@@ -470,7 +470,8 @@ async def redis_costs(redis_url: str, n_schedules: int = 20) -> tuple[list[Scrip
         return inventory.hold(req)
 
     # The target's figure: the median of HOLD_ROUNDS rounds, each on schedules of its own (one
-    # round's figure moves by +-30% between runs on these VMs).
+    # round's figure moves by +-30% between runs on these VMs). The last round's holds, on the
+    # c-schedules, are the ones confirm and cancel measure below.
     rounds: list[float] = []
     calls = 0
     for r in range(1, HOLD_ROUNDS):
