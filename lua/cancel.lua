@@ -1,9 +1,9 @@
--- cancel: a cancelled booking's seat-legs, sold -> free.
+-- cancel: a cancelled booking's seat-legs, sold -> free (cleared in sold and in taken).
 -- Seat-legs that are not sold are left alone; if none of them is sold, nothing changes.
 -- @function
 -- KEYS[1] meta: schedule meta hash
 -- KEYS[2] sold: sold bitmap
--- KEYS[3] held: held bitmap
+-- KEYS[3] taken: taken bitmap (sold or held)
 -- KEYS[4] deadlines: zset hold id -> deadline ms
 -- KEYS[5] channel: the schedule's event channel
 -- ARGV[1] lid: layout id the indices refer to
@@ -34,7 +34,7 @@ end
 for _, i in ipairs(seats) do
   if not i or i < 0 or i >= n or i ~= math.floor(i) then return done({INVALID_ARGUMENT}) end
 end
-local freed = bits_write(KEYS[2], {{a, b, seats}}, legs, 0)
+local freed = bits_write(KEYS[2], {{a, b, seats}}, legs, 0, KEYS[3])
 if freed == 0 then return done({NOT_SOLD}) end
 note(a, b, seats)
 return done({OK, freed})

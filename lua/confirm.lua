@@ -1,10 +1,11 @@
--- confirm: held/confirming -> confirmed; its held bits become sold bits (idempotent).
--- If the hold was reaped or released meanwhile (Postgres already committed: the reconcile
--- path), the seat-legs are still marked sold, and any other live hold on them is revoked.
+-- confirm: held/confirming -> confirmed; its seat-legs become sold (idempotent). They stay
+-- taken. If the hold was reaped or released meanwhile (Postgres already committed: the
+-- reconcile path), the seat-legs are still marked sold and taken, and any other live hold on
+-- them is revoked.
 -- @function
 -- KEYS[1] meta: schedule meta hash
 -- KEYS[2] sold: sold bitmap
--- KEYS[3] held: held bitmap
+-- KEYS[3] taken: taken bitmap (sold or held)
 -- KEYS[4] deadlines: zset hold id -> deadline ms
 -- KEYS[5] hold: the hold's hash
 -- KEYS[6] channel: the schedule's event channel
@@ -34,11 +35,12 @@ end
 local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
 local mine_legs = {{a, b, seats}}
 local revoked = 0
+local taken_too = nil  -- a live hold's seat-legs are taken already
 if h[1] == 'held' or h[1] == 'confirming' then
-  bits_write(KEYS[3], mine_legs, legs, 0)
   redis.call('ZREM', KEYS[4], hid)
   untrack(KEYS[1], h, hid)
 else
+  taken_too = KEYS[3]
   local mine = {}
   for _, i in ipairs(seats) do mine[i] = true end
   local others = live_holds_overlapping(KEYS[1], KEYS[4], function(k, i)
@@ -49,7 +51,7 @@ else
     revoked = revoked + 1
   end
 end
-bits_write(KEYS[2], mine_legs, legs, 1)
+bits_write(KEYS[2], mine_legs, legs, 1, taken_too)
 redis.call('HSET', KEYS[5], 'st', 'confirmed', 'bk', ARGV[2])
 note(a, b, seats)
 flush(KEYS[1], KEYS[6])

@@ -1,7 +1,7 @@
 -- confirm_abort: confirming -> held with its original deadline (expired at once if past it).
 -- @function
 -- KEYS[1] meta: schedule meta hash
--- KEYS[2] held: held bitmap
+-- KEYS[2] taken: taken bitmap (sold or held)
 -- KEYS[3] deadlines: zset hold id -> deadline ms
 -- KEYS[4] hold: the hold's hash
 -- KEYS[5] due: global zset schedule id -> earliest deadline (not touched on Cluster)

@@ -2,7 +2,7 @@
 -- now + grace so that no reaper frees it while Postgres commits.
 -- @function
 -- KEYS[1] meta: schedule meta hash
--- KEYS[2] held: held bitmap
+-- KEYS[2] taken: taken bitmap (sold or held)
 -- KEYS[3] deadlines: zset hold id -> deadline ms
 -- KEYS[4] hold: the hold's hash
 -- KEYS[5] channel: the schedule's event channel

@@ -4,20 +4,19 @@
 -- with a window), then, only when no car can seat the group together, c seats in one car, then
 -- anywhere in the class. Strategy 'best' (segment-aware) prefers seats whose legs a-1 and b are
 -- already taken (sold or held; a = 0 and b = L count as taken); 'first' takes the lowest
--- indices. Work is per car, on bytes: a seat group's journey legs are adjacent bytes, OR'ed by
--- one `bit.bor` over one `string.byte` call per bitmap; no per-seat tables outside the rare
--- fallback. A car's scan stops at a window reaching the best score its neighbours allow.
+-- indices. Work is per car, on bytes of the taken bitmap (sold or held): a seat group's journey
+-- legs are adjacent bytes, OR'ed by one `bit.bor` over one `string.byte` call; no per-seat
+-- tables outside the rare fallback. A car's scan stops at a window reaching the best score its neighbours allow.
 -- @function
 -- KEYS[1] meta: schedule meta hash
--- KEYS[2] sold: sold bitmap
--- KEYS[3] held: held bitmap
--- KEYS[4] deadlines: zset hold id -> deadline ms
--- KEYS[5] hold: the new hold's hash (prefix .. hold id)
--- KEYS[6] user_holds: the user's live holds zset (hold id -> expires ms)
--- KEYS[7] user_rate: the user's one-minute attempt counter
--- KEYS[8] user_idem: the idempotency record (used only when ARGV[10] == '1')
--- KEYS[9] due: global zset schedule id -> earliest deadline (for the reaper)
--- KEYS[10] channel: the schedule's event channel
+-- KEYS[2] taken: taken bitmap (sold or held)
+-- KEYS[3] deadlines: zset hold id -> deadline ms
+-- KEYS[4] hold: the new hold's hash (prefix .. hold id)
+-- KEYS[5] user_holds: the user's live holds zset (hold id -> expires ms)
+-- KEYS[6] user_rate: the user's one-minute attempt counter
+-- KEYS[7] user_idem: the idempotency record (used only when ARGV[10] == '1')
+-- KEYS[8] due: global zset schedule id -> earliest deadline (for the reaper)
+-- KEYS[9] channel: the schedule's event channel
 -- ARGV[1] lid: layout id the class span refers to
 -- ARGV[2] hold_id
 -- ARGV[3] user
@@ -59,24 +58,22 @@ local MAX_CARS = 3  -- cars with a window the best fit compares before it picks
 local cars = class_cars(ARGV[14], cs, ce, ARGV[12] .. '/' .. ARGV[13] .. '/' .. ARGV[14])
 
 -- The class's seat groups g0..g1, all legs (zero-padded); leg k of group j is byte
--- (j - g0)*legs + k + 1 of sold/held. Read up to the end of the MAX_CARS-th car first (step 1
+-- (j - g0)*legs + k + 1 of `taken`. Read up to the end of the MAX_CARS-th car first (step 1
 -- rarely looks further: a GETRANGE costs ~11 instructions per byte on top of the call), the rest
 -- only when a car past it is scanned (ensure).
 local g0, g1 = (cs - cs % 8) / 8, ((ce - 1) - (ce - 1) % 8) / 8
 local off = g0 * legs
 local last_seat = cars[math.min(#cars, MAX_CARS)][2] - 1
 local g_read = (last_seat - last_seat % 8) / 8
-local function read(from, to)  -- groups from..to, both bitmaps
+local function read(from, to)  -- groups from..to
   local want = (to - from + 1) * legs
   local first = from * legs
-  return padded(redis.call('GETRANGE', KEYS[2], first, first + want - 1), want),
-    padded(redis.call('GETRANGE', KEYS[3], first, first + want - 1), want)
+  return zero_padded(redis.call('GETRANGE', KEYS[2], first, first + want - 1), want)
 end
-local sold, held = read(g0, g_read)
+local taken = read(g0, g_read)
 local function ensure(j)  -- the bytes of group j are read
   if j <= g_read then return end
-  local s2, h2 = read(g_read + 1, g1)
-  sold, held, g_read = sold .. s2, held .. h2, g1
+  taken, g_read = taken .. read(g_read + 1, g1), g1
 end
 
 local bor, byte = bit.bor, string.byte
@@ -108,9 +105,9 @@ local function fill(jb, je)
   for j = jb, je do
     local p = (j - g0) * legs + 1
     local q = j - jb + 1
-    occ[q] = bor(bor(byte(sold, p + a, p + b - 1)), byte(held, p + a, p + b - 1))
-    local pv = pv_const or bor(byte(sold, p + a - 1), byte(held, p + a - 1))
-    local nx = nx_const or bor(byte(sold, p + b), byte(held, p + b))
+    occ[q] = bor(byte(taken, p + a, p + b - 1))
+    local pv = pv_const or byte(taken, p + a - 1)
+    local nx = nx_const or byte(taken, p + b)
     pvb[q], nxb[q] = pv, nx
     pv_any, nx_any = bor(pv_any, pv), bor(nx_any, nx)
   end
@@ -166,7 +163,7 @@ end
 -- function is a C call, ~1k instructions with its arguments; a table lookup is a few dozen).
 -- A first pass over the car's bytes of legs a-1 and b gives the car's bound (so the scan stops
 -- at the first window reaching it) and keeps them per group for the second; the second reads
--- each group's journey legs (one `string.byte` and one `bit.bor` per bitmap) and looks its
+-- each group's journey legs (one `string.byte` and one `bit.bor` call) and looks its
 -- seats up as one base-4 number, a digit per seat: 0 taken, 1 + its score when free (the score:
 -- +1 per neighbouring leg taken). NIB_* tables answer per half group (4 seats, 256 states).
 local band, lshift, rshift = bit.band, bit.lshift, bit.rshift
@@ -183,11 +180,11 @@ local function scan_bytes(s, e)
     for j = jb, je do
       local p, q = (j - g0) * legs + 1, j - jb + 1
       if not pv_any then
-        local v = bor(byte(sold, p + a - 1), byte(held, p + a - 1))
+        local v = byte(taken, p + a - 1)
         pvg[q], pa = v, pa + v
       end
       if not nx_any then
-        local v = bor(byte(sold, p + b), byte(held, p + b))
+        local v = byte(taken, p + b)
         nxg[q], na = v, na + v
       end
       if pa ~= 0 and na ~= 0 then
@@ -203,7 +200,7 @@ local function scan_bytes(s, e)
   local last = 0  -- the digit of seat 7 of the previous group (0: taken or no group)
   for j = jb, je do
     local p, q = (j - g0) * legs + 1, j - jb + 1
-    local f = 255 - bor(bor(byte(sold, p + a, p + b - 1)), byte(held, p + a, p + b - 1))
+    local f = 255 - bor(byte(taken, p + a, p + b - 1))
     if j == jb or j == je then  -- the car's seats only
       local m = 255
       if j == jb then m = rshift(255, s - 8 * j) end
@@ -218,8 +215,8 @@ local function scan_bytes(s, e)
       if j <= kept then
         pv, nx = pv or pvg[q], nx or nxg[q]
       else
-        pv = pv or bor(byte(sold, p + a - 1), byte(held, p + a - 1))
-        nx = nx or bor(byte(sold, p + b), byte(held, p + b))
+        pv = pv or byte(taken, p + a - 1)
+        nx = nx or byte(taken, p + b)
       end
       local u, w = f, f  -- free seats whose leg a-1 (u), leg b (w) is taken
       if pv == 0 then u = 0 elseif pv ~= 255 then u = band(f, pv) end
@@ -328,4 +325,4 @@ else
   end
   table.sort(seats)
 end
-return hold_commit(ctx, seats, held, off)
+return hold_commit(ctx, seats, taken, off)

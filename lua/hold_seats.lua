@@ -1,15 +1,14 @@
 -- hold_seats: hold the given seats for legs [a, b); all or nothing.
 -- @function
 -- KEYS[1] meta: schedule meta hash
--- KEYS[2] sold: sold bitmap
--- KEYS[3] held: held bitmap
--- KEYS[4] deadlines: zset hold id -> deadline ms
--- KEYS[5] hold: the new hold's hash (prefix .. hold id)
--- KEYS[6] user_holds: the user's live holds zset (hold id -> expires ms)
--- KEYS[7] user_rate: the user's one-minute attempt counter
--- KEYS[8] user_idem: the idempotency record (used only when ARGV[10] == '1')
--- KEYS[9] due: global zset schedule id -> earliest deadline (for the reaper)
--- KEYS[10] channel: the schedule's event channel
+-- KEYS[2] taken: taken bitmap (sold or held)
+-- KEYS[3] deadlines: zset hold id -> deadline ms
+-- KEYS[4] hold: the new hold's hash (prefix .. hold id)
+-- KEYS[5] user_holds: the user's live holds zset (hold id -> expires ms)
+-- KEYS[6] user_rate: the user's one-minute attempt counter
+-- KEYS[7] user_idem: the idempotency record (used only when ARGV[10] == '1')
+-- KEYS[8] due: global zset schedule id -> earliest deadline (for the reaper)
+-- KEYS[9] channel: the schedule's event channel
 -- ARGV[1] lid: layout id the caller's indices refer to
 -- ARGV[2] hold_id
 -- ARGV[3] user
@@ -45,27 +44,26 @@ for _, i in ipairs(seats) do
 end
 
 -- The span from leg a of the lowest asked group to leg b-1 of the highest: one short GETRANGE
--- per bitmap (one group's legs are adjacent), the journey's bytes of group j at (j - lo)*legs.
+-- of the taken bitmap (one group's legs are adjacent), the journey's bytes of group j at
+-- (j - lo)*legs.
 local legs, a, b = ctx.legs, ctx.a, ctx.b
 local nrow = b - a
 local masks, lo, hi = group_masks(seats)
 local first, last = lo * legs + a, hi * legs + b - 1
 local want = last - first + 1
-local sold = padded(redis.call('GETRANGE', KEYS[2], first, last), want)
-local held = padded(redis.call('GETRANGE', KEYS[3], first, last), want)
+local taken = zero_padded(redis.call('GETRANGE', KEYS[2], first, last), want)
 local band, bor, byte = bit.band, bit.bor, string.byte
-local taken, any = {}, 0
+local hit, any = {}, 0
 for j, m in pairs(masks) do
   local p = (j - lo) * legs + 1
-  local q = p + nrow - 1
-  local t = band(bor(bor(byte(sold, p, q)), bor(byte(held, p, q))), m)
-  taken[j], any = t, bor(any, t)
+  local t = band(bor(byte(taken, p, p + nrow - 1)), m)
+  hit[j], any = t, bor(any, t)
 end
 if any ~= 0 then
   local bad = {}
   for _, i in ipairs(seats) do
-    if band(taken[(i - i % 8) / 8], bit.rshift(128, i % 8)) ~= 0 then bad[#bad + 1] = i end
+    if band(hit[(i - i % 8) / 8], bit.rshift(128, i % 8)) ~= 0 then bad[#bad + 1] = i end
   end
   return hold_done({SEATS_UNAVAILABLE, bad})
 end
-return hold_commit(ctx, seats, held, first, masks, lo, hi)
+return hold_commit(ctx, seats, taken, first, masks, lo, hi)

@@ -8,7 +8,7 @@
 -- KEYS[1] meta: schedule meta hash
 -- KEYS[2] layout: compressed layout blob
 -- KEYS[3] sold: sold bitmap
--- KEYS[4] held: held bitmap
+-- KEYS[4] taken: taken bitmap (sold or held)
 -- KEYS[5] deadlines: zset hold id -> deadline ms
 -- KEYS[6] schedules: global set of open schedule ids (not touched on Cluster: the caller adds)
 -- KEYS[7] channel: the schedule's event channel
@@ -61,7 +61,7 @@ local function fresh(version)
   redis.call('SET', KEYS[4], string.rep('\0', size))
   redis.call('DEL', KEYS[5])
   redis.call('HDEL', KEYS[1], 'mdl')  -- no deadlines: no hint (lib/common.lua, note_deadline)
-  bits_write(KEYS[3], sold_entries, legs, 1)
+  bits_write(KEYS[3], sold_entries, legs, 1, KEYS[4])
   if not CLUSTER then redis.call('SADD', KEYS[6], ARGV[1]) end
   redis.call(PUB, KEYS[7], cjson.encode({v = version, reset = 1}))
 end
@@ -74,7 +74,7 @@ end
 reap(KEYS[1], KEYS[4], KEYS[5], tonumber(m[3]), now)
 
 if m[1] ~= ARGV[2] then
-  if redis.call('BITCOUNT', KEYS[3]) > 0 or redis.call('BITCOUNT', KEYS[4]) > 0 then
+  if redis.call('BITCOUNT', KEYS[4]) > 0 then  -- taken: sold or held
     flush(KEYS[1], KEYS[7])
     return {SCHEDULE_IN_USE}
   end
@@ -97,6 +97,8 @@ if #sold_entries > 0 then
     for _, o in ipairs(others) do
       end_hold(KEYS[1], KEYS[4], KEYS[5], legs, o[1], o[2], o[3], 'released')
     end
+    -- taken after the revoked holds were cleared from it
+    bits_write(KEYS[4], sold_entries, legs, 1)
     for _, e in ipairs(sold_entries) do note(e[1], e[2], e[3]) end
     flush(KEYS[1], KEYS[7])
     changed = 1

@@ -2,7 +2,7 @@
 -- (single Redis; on Cluster the caller does it from the returned next deadline).
 -- @function
 -- KEYS[1] meta: schedule meta hash
--- KEYS[2] held: held bitmap
+-- KEYS[2] taken: taken bitmap (sold or held)
 -- KEYS[3] deadlines: zset hold id -> deadline ms
 -- KEYS[4] due: global zset schedule id -> earliest deadline (not touched on Cluster)
 -- KEYS[5] channel: the schedule's event channel

@@ -1,7 +1,7 @@
 -- release: held/confirming -> released (idempotent: released or expired again is OK).
 -- @function
 -- KEYS[1] meta: schedule meta hash
--- KEYS[2] held: held bitmap
+-- KEYS[2] taken: taken bitmap (sold or held)
 -- KEYS[3] deadlines: zset hold id -> deadline ms
 -- KEYS[4] hold: the hold's hash
 -- KEYS[5] channel: the schedule's event channel

@@ -1,9 +1,11 @@
 -- restore: rebuild the sold bitmap from Postgres. replace = '1': sold := exactly these
--- seat-legs; '0': OR them in. Live holds on any sold seat-leg are revoked (status released).
+-- seat-legs; '0': OR them in. Live holds on any sold seat-leg are revoked (status released);
+-- taken: with replace, rebuilt as sold plus the live holds' seat-legs; else the new sold
+-- seat-legs are set in it.
 -- @function
 -- KEYS[1] meta: schedule meta hash
 -- KEYS[2] sold: sold bitmap
--- KEYS[3] held: held bitmap
+-- KEYS[3] taken: taken bitmap (sold or held)
 -- KEYS[4] deadlines: zset hold id -> deadline ms
 -- KEYS[5] channel: the schedule's event channel
 -- ARGV[1] lid: layout id the indices refer to
@@ -48,6 +50,11 @@ local others = live_holds_overlapping(KEYS[1], KEYS[4], function(k, i)
 end)
 for _, o in ipairs(others) do
   end_hold(KEYS[1], KEYS[3], KEYS[4], legs, o[1], o[2], o[3], 'released')
+end
+if ARGV[2] == '1' then
+  rebuild_taken(KEYS[1], KEYS[2], KEYS[3], KEYS[4], legs)
+else  -- (after the revoked holds were cleared from it)
+  bits_write(KEYS[3], entries_ok, legs, 1)
 end
 changes = {}
 local v = bump_version(KEYS[1])

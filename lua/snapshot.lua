@@ -3,11 +3,11 @@
 -- @function
 -- KEYS[1] meta: schedule meta hash
 -- KEYS[2] sold: sold bitmap
--- KEYS[3] held: held bitmap
+-- KEYS[3] taken: taken bitmap (sold or held)
 -- KEYS[4] deadlines: zset hold id -> deadline ms
 -- KEYS[5] channel: the schedule's event channel
 -- ARGV[1] cached_version: the caller's version (-1: none)
--- Returns: {OK, version, status, delay, reason, lid, sold|nil, held|nil} (bitmaps only when
+-- Returns: {OK, version, status, delay, reason, lid, sold|nil, taken|nil} (bitmaps only when
 --   version differs from cached_version) | {SCHEDULE_NOT_FOUND}
 
 -- @include lib/codes.lua

@@ -1,7 +1,7 @@
 -- status: set the schedule's status (scheduled/delayed/cancelled), delay and reason; publish.
 -- @function
 -- KEYS[1] meta: schedule meta hash
--- KEYS[2] held: held bitmap
+-- KEYS[2] taken: taken bitmap (sold or held)
 -- KEYS[3] deadlines: zset hold id -> deadline ms
 -- KEYS[4] channel: the schedule's event channel
 -- ARGV[1] status

@@ -5,7 +5,7 @@ it cost ~300 µs per read, and during a sale the schedule's version moves with e
 per-version body cache (``reads.BodyCache``) rarely helps. Here each seat's three possible
 ``{"seat":...,"state":...}`` objects and each coach's head are encoded once per layout (by
 msgspec, so escaping is msgspec's own); a read picks one piece per seat from the journey's sold
-and held masks and joins them. The bytes are exactly ``msgspec.json.encode(SeatMapView(...))``
+and taken masks and joins them. The bytes are exactly ``msgspec.json.encode(SeatMapView(...))``
 (pinned by ``tests/api/test_seatmap.py``).
 """
 
@@ -43,15 +43,15 @@ class SeatMapEncoder:
     def body(self, snap: Snapshot, origin: str, destination: str, a: int, b: int) -> bytes:
         """The seat map of ``snap`` (a snapshot of this encoder's layout) for legs [a, b)."""
         layout = self.layout
-        sold, held = journey_masks(layout, snap, a, b)
+        sold, taken = journey_masks(layout, snap, a, b)
         n, width = layout.n_seats, layout.row_bytes * 8
         sold_bits = format(sold, f"0{width}b")[:n]
-        held_bits = format(held, f"0{width}b")[:n]
+        taken_bits = format(taken, f"0{width}b")[:n]
         seats = self._seats
-        # the state index: 2 when sold on any leg, else 1 when held, else 0
+        # the state index: 2 when sold on any leg, else 1 when taken (held), else 0
         pieces = [
-            piece[2] if s == "1" else piece[h == "1"]
-            for piece, s, h in zip(seats, sold_bits, held_bits, strict=True)
+            piece[2] if s == "1" else piece[t == "1"]
+            for piece, s, t in zip(seats, sold_bits, taken_bits, strict=True)
         ]
         coaches = [
             head + b",".join(pieces[span.start : span.stop]) + b"]}" for head, span in self._coaches

@@ -140,7 +140,7 @@ async def run(
 
         async def reopen() -> None:
             sk = keys.schedule(SCHEDULE)
-            await client.delete(sk.meta, sk.sold, sk.held, sk.deadlines)
+            await client.delete(sk.meta, sk.sold, sk.taken, sk.deadlines)
             await inv.open(layout)
 
         # hold_seats: 250 holds of 4 adjacent seats fill all 1,000 seats on all 20 legs
@@ -239,7 +239,7 @@ async def run(
         await reopen()
         sk = keys.schedule(SCHEDULE)
         memory = {}
-        for name in ("meta", "layout", "sold", "held"):
+        for name in ("meta", "layout", "sold", "taken"):
             memory[name] = int(await client.memory_usage(getattr(sk, name)) or 0)
         return Report(
             redis_version=str(info.get("redis_version")),

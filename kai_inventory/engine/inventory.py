@@ -220,7 +220,7 @@ class Inventory:
         directory = sk.meta if self.cluster else self.keys.schedules  # stand-in on Cluster
         reply = await self._call(
             "open",
-            [sk.meta, sk.layout, sk.sold, sk.held, sk.deadlines, directory, sk.channel],
+            [sk.meta, sk.layout, sk.sold, sk.taken, sk.deadlines, directory, sk.channel],
             [
                 layout.schedule_id,
                 layout.layout_id,
@@ -252,7 +252,7 @@ class Inventory:
     ) -> Code:
         sk = self.keys.schedule(schedule_id)
         reply = await self._call(
-            "status", [sk.meta, sk.held, sk.deadlines, sk.channel], [status, delay_minutes, reason]
+            "status", [sk.meta, sk.taken, sk.deadlines, sk.channel], [status, delay_minutes, reason]
         )
         return code_of(reply[0])
 
@@ -460,8 +460,7 @@ class Inventory:
             idem_key = uk.idempotency(req.idempotency_key or "")
         keys = [
             sk.meta,
-            sk.sold,
-            sk.held,
+            sk.taken,
             sk.deadlines,
             sk.hold(hold_id),
             user_holds,
@@ -546,7 +545,7 @@ class Inventory:
         sk = self.keys.schedule(schedule_id)
         reply = await self._call(
             "release",
-            [sk.meta, sk.held, sk.deadlines, sk.hold(hold_id), sk.channel],
+            [sk.meta, sk.taken, sk.deadlines, sk.hold(hold_id), sk.channel],
             [hold_id, user or ""],
         )
         code = code_of(reply[0])
@@ -563,7 +562,7 @@ class Inventory:
         sk = self.keys.schedule(schedule_id)
         reply = await self._call(
             "confirm_begin",
-            [sk.meta, sk.held, sk.deadlines, sk.hold(hold_id), sk.channel],
+            [sk.meta, sk.taken, sk.deadlines, sk.hold(hold_id), sk.channel],
             [hold_id, user or "", grace_ms],
         )
         code = code_of(reply[0])
@@ -579,7 +578,7 @@ class Inventory:
         due = sk.meta if self.cluster else self.keys.due
         reply = await self._call(
             "confirm_abort",
-            [sk.meta, sk.held, sk.deadlines, sk.hold(hold_id), due, sk.channel],
+            [sk.meta, sk.taken, sk.deadlines, sk.hold(hold_id), due, sk.channel],
             [hold_id, schedule_id],
         )
         code = code_of(reply[0])
@@ -594,7 +593,7 @@ class Inventory:
         sk = self.keys.schedule(schedule_id)
         reply = await self._call(
             "confirm",
-            [sk.meta, sk.sold, sk.held, sk.deadlines, sk.hold(hold_id), sk.channel],
+            [sk.meta, sk.sold, sk.taken, sk.deadlines, sk.hold(hold_id), sk.channel],
             [hold_id, booking_number],
         )
         code = code_of(reply[0])
@@ -607,7 +606,7 @@ class Inventory:
         if layout is None:
             return Code.SCHEDULE_NOT_FOUND
         sk = self.keys.schedule(schedule_id)
-        keys = [sk.meta, sk.sold, sk.held, sk.deadlines, sk.channel]
+        keys = [sk.meta, sk.sold, sk.taken, sk.deadlines, sk.channel]
 
         async def attempt(lay: Layout, a: int, b: int, seats: list[int]) -> Code:
             reply = await self._call(
@@ -631,7 +630,7 @@ class Inventory:
         if layout is None:
             return Code.SCHEDULE_NOT_FOUND
         sk = self.keys.schedule(schedule_id)
-        keys = [sk.meta, sk.sold, sk.held, sk.deadlines, sk.channel]
+        keys = [sk.meta, sk.sold, sk.taken, sk.deadlines, sk.channel]
 
         async def attempt(lay: Layout, entries: list[SoldEntry]) -> Code:
             body = _JSON.encode([[a, b, list(seats)] for a, b, seats in entries])
@@ -660,7 +659,7 @@ class Inventory:
         sk = self.keys.schedule(schedule_id)
         due = sk.meta if self.cluster else self.keys.due
         reply = await self._call(
-            "reap", [sk.meta, sk.held, sk.deadlines, due, sk.channel], [schedule_id, limit]
+            "reap", [sk.meta, sk.taken, sk.deadlines, due, sk.channel], [schedule_id, limit]
         )
         if self.cluster:
             await self._due_refresh(schedule_id, int(reply[3]) if len(reply) > 3 else -1)
@@ -733,7 +732,7 @@ class Inventory:
         cached = self._snapshots.get(schedule_id)
         reply = await self._call(
             "snapshot",
-            [sk.meta, sk.sold, sk.held, sk.deadlines, sk.channel],
+            [sk.meta, sk.sold, sk.taken, sk.deadlines, sk.channel],
             [cached.version if cached else -1],
         )
         if code_of(reply[0]) != Code.OK:
@@ -753,7 +752,7 @@ class Inventory:
             reason=_str(reply[4] or b""),
             layout_id=_str(reply[5]),
             sold=bytes(reply[6]),
-            held=bytes(reply[7]),
+            taken=bytes(reply[7]),
         )
         current = self._snapshots.get(schedule_id)
         if current is None or current.version <= version:

@@ -28,7 +28,7 @@ class ScheduleKeys:
     meta: str = field(init=False)
     layout: str = field(init=False)
     sold: str = field(init=False)
-    held: str = field(init=False)
+    taken: str = field(init=False)
     deadlines: str = field(init=False)
     channel: str = field(init=False)
     hold_prefix: str = field(init=False)
@@ -39,7 +39,7 @@ class ScheduleKeys:
             ("meta", "meta"),
             ("layout", "layout"),
             ("sold", "sold"),
-            ("held", "held"),
+            ("taken", "taken"),
             ("deadlines", "deadlines"),
             ("channel", "events"),
             ("hold_prefix", "hold:"),

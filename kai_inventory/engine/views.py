@@ -1,7 +1,8 @@
 """Reads computed in Python from a snapshot: availability per class and seat maps per journey.
 
-A snapshot carries the schedule's sold and held bitmaps, seat-group-major: byte ``j*legs + k``
-holds seats ``8j..8j+7`` of leg ``k``, most significant bit first (docs/ENGINE.md). Leg ``k``'s
+A snapshot carries the schedule's sold and taken (sold or held) bitmaps, seat-group-major: byte
+``j*legs + k`` holds seats ``8j..8j+7`` of leg ``k``, most significant bit first (docs/ENGINE.md).
+A seat-leg is held when it is taken and not sold. Leg ``k``'s
 row is the strided slice ``bitmap[k::legs]`` (one C-level copy), read as a big int whose bit
 ``i`` from the top is seat ``i``. A journey's occupancy is the OR of its leg rows; results are
 cached per (schedule, layout, version, bitmaps, journey), so a repeated read costs a dict lookup.
@@ -30,7 +31,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     reason: str
     layout_id: str
     sold: bytes
-    held: bytes
+    taken: bytes  # sold or held
 
 
 _CACHE_SIZE = 4096
@@ -44,22 +45,22 @@ def leg_row(bitmap: bytes, leg: int, legs: int, row_bytes: int) -> int:
 
 
 def journey_masks(layout: Layout, snap: Snapshot, a: int, b: int) -> tuple[int, int]:
-    """(sold, held) as big ints over the row width: a seat's bit is set if any leg in [a, b) is."""
+    """(sold, taken) as big ints over the row width: a seat's bit is set if any leg in [a, b) is."""
     if not 0 <= a < b <= layout.n_legs:
         raise ValueError(f"bad leg range [{a}, {b}) for {layout.n_legs} legs")
     # bytes cache their hash, so keying on the bitmaps' hashes costs O(1) after the first read
-    key = (snap.schedule_id, snap.layout_id, snap.version, hash(snap.sold), hash(snap.held), a, b)
+    key = (snap.schedule_id, snap.layout_id, snap.version, hash(snap.sold), hash(snap.taken), a, b)
     hit = _masks.get(key)
     if hit is not None:
         _masks.move_to_end(key)
         return hit
     rb, legs = layout.row_bytes, layout.n_legs
     sold = 0
-    held = 0
+    taken = 0
     for leg in range(a, b):
         sold |= leg_row(snap.sold, leg, legs, rb)
-        held |= leg_row(snap.held, leg, legs, rb)
-    result = (sold, held)
+        taken |= leg_row(snap.taken, leg, legs, rb)
+    result = (sold, taken)
     _masks[key] = result
     if len(_masks) > _CACHE_SIZE:
         _masks.popitem(last=False)
@@ -72,8 +73,7 @@ def _span_mask(row_bits: int, start: int, end: int) -> int:
 
 def availability(layout: Layout, snap: Snapshot, a: int, b: int) -> list[ClassAvailability]:
     """Free seats per class for legs [a, b), one entry per class the train has, in CLASS_ORDER."""
-    sold, held = journey_masks(layout, snap, a, b)
-    taken = sold | held
+    taken = journey_masks(layout, snap, a, b)[1]
     row_bits = layout.row_bytes * 8
     out: list[ClassAvailability] = []
     for span in layout.classes:
@@ -84,24 +84,23 @@ def availability(layout: Layout, snap: Snapshot, a: int, b: int) -> list[ClassAv
 
 
 def seat_states(layout: Layout, snap: Snapshot, a: int, b: int) -> list[str]:
-    """Per internal index: "sold" if any leg is sold, else "held" if any is held, else "free"."""
-    sold, held = journey_masks(layout, snap, a, b)
+    """Per internal index: "sold" if any leg is sold, else "held" if any is taken (held, then),
+    else "free"."""
+    sold, taken = journey_masks(layout, snap, a, b)
     width = layout.row_bytes * 8
     sold_bits = format(sold, f"0{width}b")
-    held_bits = format(held, f"0{width}b")
+    taken_bits = format(taken, f"0{width}b")
     return [
-        "sold" if s == "1" else ("held" if h == "1" else "free")
-        for s, h in zip(sold_bits[: layout.n_seats], held_bits[: layout.n_seats], strict=True)
+        "sold" if s == "1" else ("held" if t == "1" else "free")
+        for s, t in zip(sold_bits[: layout.n_seats], taken_bits[: layout.n_seats], strict=True)
     ]
 
 
 def leg_counts(layout: Layout, snap: Snapshot) -> list[tuple[int, int]]:
     """Per leg: (sold seats, held seats). Used by checks and metrics."""
     rb, legs = layout.row_bytes, layout.n_legs
-    return [
-        (
-            leg_row(snap.sold, leg, legs, rb).bit_count(),
-            leg_row(snap.held, leg, legs, rb).bit_count(),
-        )
-        for leg in range(legs)
-    ]
+    out = []
+    for leg in range(legs):
+        sold = leg_row(snap.sold, leg, legs, rb).bit_count()
+        out.append((sold, leg_row(snap.taken, leg, legs, rb).bit_count() - sold))
+    return out

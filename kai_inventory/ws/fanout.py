@@ -194,10 +194,10 @@ class Fanout:
         self.hub.feeds[op.schedule_id] = feed
         view = self.hub.add_subscription(feed, sub)
         feed.empty_since = 0.0
-        sold, held = journey_masks(layout, snap, sub.a, sub.b)
+        sold, taken = journey_masks(layout, snap, sub.a, sub.b)
         classes = availability(layout, snap, sub.a, sub.b)
         if view.version < 0:
-            self._set_view(view, snap, classes, sold, held)
+            self._set_view(view, snap, classes, sold, taken)
         elif view.version > snap.version:
             # the view moved past our read while we awaited it: resync at the next tick
             sub.resync = True
@@ -407,15 +407,15 @@ class Fanout:
         """Update one view's subscribers; returns the number of frames sent."""
         a, b, seats = view.key
         version = snap.version
-        sold, held = journey_masks(layout, snap, a, b)
+        sold, taken = journey_masks(layout, snap, a, b)
         classes = availability(layout, snap, a, b)
         tail: bytes | None = None
         if version > view.version:
-            changed_seats = ((sold ^ view.sold) | (held ^ view.held)) if seats else 0
+            changed_seats = ((sold ^ view.sold) | (taken ^ view.taken)) if seats else 0
             if changed_seats or classes != view.classes:
                 seat_map: dict[str, str] | None = None
                 if seats:
-                    seat_map = _changed_states(layout, sold, held, changed_seats)
+                    seat_map = _changed_states(layout, sold, taken, changed_seats)
                 tail = protocol.update_tail(
                     protocol.UpdateBody(
                         schedule_id=feed.schedule_id,
@@ -424,7 +424,7 @@ class Fanout:
                         seats=seat_map,
                     )
                 )
-            self._set_view(view, snap, classes, sold, held)
+            self._set_view(view, snap, classes, sold, taken)
         snapshot_tail: bytes | None = None
         direct = other = 0
         headers: dict[int, bytes] = {}  # WebSocket frame header by sub-head length
@@ -470,13 +470,13 @@ class Fanout:
 
     @staticmethod
     def _set_view(
-        view: View, snap: Snapshot, classes: list[ClassAvailability], sold: int, held: int
+        view: View, snap: Snapshot, classes: list[ClassAvailability], sold: int, taken: int
     ) -> None:
         view.version = snap.version
         view.layout_id = snap.layout_id
         view.classes = classes
         view.sold = sold
-        view.held = held
+        view.taken = taken
 
     def _rebind(self, feed: Feed, layout: Layout) -> None:
         """The layout was (re)opened: re-derive every subscription's legs from its stations."""
@@ -552,7 +552,7 @@ class Fanout:
                     await self.broker.unsubscribe(schedule_id)
 
 
-def _changed_states(layout: Layout, sold: int, held: int, changed: int) -> dict[str, str]:
+def _changed_states(layout: Layout, sold: int, taken: int, changed: int) -> dict[str, str]:
     """Seat id -> journey state for each set bit of ``changed`` (bit i from the top = seat i)."""
     top = layout.row_bytes * 8 - 1
     seat_ids = layout.seat_ids
@@ -561,5 +561,5 @@ def _changed_states(layout: Layout, sold: int, held: int, changed: int) -> dict[
         low = changed & -changed
         changed ^= low
         index = top - (low.bit_length() - 1)
-        out[seat_ids[index]] = "sold" if sold & low else ("held" if held & low else "free")
+        out[seat_ids[index]] = "sold" if sold & low else ("held" if taken & low else "free")
     return out

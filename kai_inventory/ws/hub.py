@@ -71,7 +71,7 @@ class View:
     layout_id: str = ""
     classes: list[ClassAvailability] | None = None
     sold: int = 0  # journey masks (engine.views.journey_masks) at ``version``
-    held: int = 0
+    taken: int = 0  # sold or held
 
     def overlaps(self, a: int, b: int) -> bool:
         return self.key[0] < b and a < self.key[1]

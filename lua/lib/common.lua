@@ -2,6 +2,9 @@
 -- Bitmaps are seat-group-major: byte j*legs + k (0-based) holds seats 8j..8j+7 of leg k, seat
 -- 8j + q at bit 7 - q (most significant first). A seat group's legs are adjacent, so a journey of
 -- one group is one short contiguous span (docs/ENGINE.md, "Seats, legs, bitmaps").
+-- A schedule has two: `sold` and `taken` (sold or held; sold is always a subset). A hold reads
+-- and writes `taken` only, a confirm sets `sold` only, an ended hold clears `taken` only; held
+-- is `taken` and not `sold`.
 -- CLUSTER (boolean) and PUB ('PUBLISH' or 'SPUBLISH') are defined by the registry at load time
 -- (engine/scripts.py): on Redis Cluster a script touches its schedule's slot only, so the
 -- user-side and global bookkeeping is done by the caller (see docs/SCALING.md).
@@ -115,13 +118,20 @@ end
 
 -- Set (value 1) or clear (value 0) the seat-legs of `entries` ({{a, b, seats}, ...}: legs
 -- [a, b) x seats) in the bitmap `key`: one GETRANGE and one SETRANGE per run of bytes they
--- cover. A run ends at a gap of more than SPAN_GAP bytes: a redis.call costs about as much as
+-- cover. With `mirror` (the taken bitmap when `key` is sold) the same change is made there: set
+-- all those bits, or clear the bits that were set in `key` (seat-legs not sold stay as they are
+-- in taken: another hold may have them). A run ends at a gap of more than SPAN_GAP bytes: a redis.call costs about as much as
 -- moving ~900 bytes through GETRANGE/SETRANGE (docs/PERFORMANCE.md, "Fourth pass"), and a seat
 -- group's legs are adjacent, so holds far apart in the train are separate short runs rather
 -- than one span over the bitmap. (A BITFIELD of one u1 op per seat-leg costs ~1 us per op.)
 -- Returns how many bits changed; nothing is written when none did.
 local SPAN_GAP = 512
-local function bits_write(key, entries, legs, value)
+-- `s` with zero bytes up to length `want` (a bitmap shorter than its schedule reads as free).
+local function zero_padded(s, want)
+  if #s < want then return s .. string.rep('\0', want - #s) end
+  return s
+end
+local function bits_write(key, entries, legs, value, mirror)
   local band, bor, bnot, bxor, rshift = bit.band, bit.bor, bit.bnot, bit.bxor, bit.rshift
   local masks = {}
   for _, e in ipairs(entries) do
@@ -147,7 +157,7 @@ local function bits_write(key, entries, legs, value)
     local r = q
     while r < n and pos[r + 1] - pos[r] <= SPAN_GAP do r = r + 1 end
     local lo, hi = pos[q], pos[r]
-    local cur = redis.call('GETRANGE', key, lo, hi)
+    local cur = zero_padded(redis.call('GETRANGE', key, lo, hi), hi - lo + 1)
     local parts, np, prev, run_changed = {}, 0, lo, 0
     for k = q, r do
       local p = pos[k]
@@ -164,6 +174,27 @@ local function bits_write(key, entries, legs, value)
       prev = p + 1
     end
     if run_changed > 0 then redis.call('SETRANGE', key, lo, table.concat(parts)) end
+    if mirror and (value == 1 or run_changed > 0) then
+      local old = zero_padded(redis.call('GETRANGE', mirror, lo, hi), hi - lo + 1)
+      local mp, mprev = {}, lo
+      np = 0
+      for k = q, r do
+        local p = pos[k]
+        if p > mprev then
+          np = np + 1
+          mp[np] = sub(old, mprev - lo + 1, p - lo)
+        end
+        local v, m = byte(old, p - lo + 1) or 0, masks[p]
+        np = np + 1
+        if value == 1 then
+          mp[np] = char(bor(v, m))
+        else
+          mp[np] = char(band(v, bnot(band(m, byte(cur, p - lo + 1) or 0))))
+        end
+        mprev = p + 1
+      end
+      redis.call('SETRANGE', mirror, lo, table.concat(mp))
+    end
     changed = changed + run_changed
     q = r + 1
   end
@@ -228,11 +259,11 @@ local function hold_fields(hk, hid)
   return {hid, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8] or ''}
 end
 
--- End a live hold (held/confirming): free its held bits, set its status, forget its deadline.
--- h = hold_state(hk)
-local function end_hold(meta_key, held_key, deadlines_key, legs, hk, hid, h, status)
+-- End a live hold (held/confirming): clear its taken bits (a live hold's seat-legs are never
+-- sold), set its status, forget its deadline. h = hold_state(hk)
+local function end_hold(meta_key, taken_key, deadlines_key, legs, hk, hid, h, status)
   local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
-  bits_write(held_key, {{a, b, seats}}, legs, 0)
+  bits_write(taken_key, {{a, b, seats}}, legs, 0)
   redis.call('HSET', hk, 'st', status)
   redis.call('ZREM', deadlines_key, hid)
   untrack(meta_key, h, hid)
@@ -263,7 +294,7 @@ local function reset_deadline_hint(meta_key, deadlines_key)
 end
 
 -- Expire every hold of the schedule whose deadline passed (deadline <= now).
-local function reap(meta_key, held_key, deadlines_key, legs, now, limit)
+local function reap(meta_key, taken_key, deadlines_key, legs, now, limit)
   local due
   if limit then
     due = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', now, 'LIMIT', 0, limit)
@@ -289,8 +320,22 @@ local function reap(meta_key, held_key, deadlines_key, legs, now, limit)
   for i = 1, #due, 1000 do
     redis.call('ZREM', deadlines_key, unpack(due, i, math.min(#due, i + 999)))
   end
-  bits_write(held_key, entries, legs, 0)
+  bits_write(taken_key, entries, legs, 0)
   return n
+end
+
+-- taken := sold plus every live hold's seat-legs (after sold was rewritten wholesale).
+local function rebuild_taken(meta_key, sold_key, taken_key, deadlines_key, legs)
+  redis.call('SET', taken_key, redis.call('GET', sold_key) or '')
+  local base = schedule_base(meta_key) .. 'hold:'
+  local entries = {}
+  for _, hid in ipairs(redis.call('ZRANGE', deadlines_key, 0, -1)) do
+    local h = hold_state(base .. hid)
+    if h[1] == 'held' or h[1] == 'confirming' then
+      entries[#entries + 1] = {tonumber(h[2]), tonumber(h[3]), split_ints(h[4])}
+    end
+  end
+  bits_write(taken_key, entries, legs, 1)
 end
 
 -- Live holds of the schedule that hold any of the given seat-legs ([a, b) x seats, or a

@@ -8,15 +8,15 @@
 -- deadline), the limit is one ZCOUNT, the user zset's TTL is one PEXPIRE, and the event is
 -- formatted by hand.
 --
--- On Cluster (CLUSTER): KEYS[6], KEYS[7] and KEYS[9] are stand-ins in the schedule's slot and
+-- On Cluster (CLUSTER): KEYS[5], KEYS[6] and KEYS[8] are stand-ins in the schedule's slot and
 -- never touched; the caller ran user_reserve.lua first (rate limit, live-hold limit: ARGV[8] is
 -- then -1 when the user is at the limit, else 0; ARGV[9] is 0) and runs user_finalize.lua and
--- the due ZADD after. KEYS[8] is the schedule-slot idempotency record.
+-- the due ZADD after. KEYS[7] is the schedule-slot idempotency record.
 
 local USER_KEY_TTL_MS = 172800000  -- user zset TTL: longer than any hold (cleans up a crash)
 
 local function hold_done(reply)
-  flush(KEYS[1], KEYS[10])
+  flush(KEYS[1], KEYS[9])
   return reply
 end
 
@@ -26,7 +26,7 @@ local function hold_begin()
   local now = ms_now(m[6])
   -- 1. idempotency: the same key and body replay the first success
   if ARGV[10] == '1' then
-    local rec = redis.call('GET', KEYS[8])
+    local rec = redis.call('GET', KEYS[7])
     if rec then
       local sep = string.find(rec, '\n', 1, true)
       if sep and string.sub(rec, 1, sep - 1) ~= ARGV[11] then
@@ -44,13 +44,13 @@ local function hold_begin()
   if CLUSTER then
     -- this very hold exists: a retry of this call (its reply was lost in a failover), or a
     -- replay whose schedule-side record is gone: answer with the hold
-    local f = hold_fields(KEYS[5], ARGV[2])
+    local f = hold_fields(KEYS[4], ARGV[2])
     if f then return {OK, 0, unpack(f)} end
   end
   -- 2. rate limit: fixed one-minute window of attempts
   local rate = tonumber(ARGV[9]) or 0
   if rate > 0 then
-    local wait = over_rate(KEYS[7], rate)
+    local wait = over_rate(KEYS[6], rate)
     if wait then return {RATE_LIMITED, wait} end
   end
   -- 3. reap (only when the earliest deadline passed), then validate
@@ -58,8 +58,8 @@ local function hold_begin()
   local n, legs = tonumber(m[1]), tonumber(m[2])
   local min_deadline = tonumber(m[7])  -- a lower bound of the earliest deadline (`mdl`)
   if min_deadline and min_deadline <= now then
-    reap(meta, KEYS[3], KEYS[4], legs, now)
-    min_deadline = reset_deadline_hint(meta, KEYS[4])
+    reap(meta, KEYS[2], KEYS[3], legs, now)
+    min_deadline = reset_deadline_hint(meta, KEYS[3])
   end
   if m[3] ~= ARGV[1] then return hold_done({LAYOUT_MISMATCH}) end
   local a, b, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -72,7 +72,7 @@ local function hold_begin()
   local max_active = tonumber(ARGV[8]) or 0
   if max_active < 0 then return hold_done({HOLD_LIMIT}) end
   if max_active > 0
-    and redis.call('ZCOUNT', KEYS[6], '(' .. string.format('%d', now), '+inf') >= max_active then
+    and redis.call('ZCOUNT', KEYS[5], '(' .. string.format('%d', now), '+inf') >= max_active then
     return hold_done({HOLD_LIMIT})
   end
   return nil, {now = now, n = n, legs = legs, a = a, b = b, ttl = ttl, dep = dep,
@@ -92,10 +92,10 @@ local function group_masks(seats)
   return masks, lo, hi
 end
 
--- The held bitmap's span from leg a of group lo to leg b-1 of group hi with the bits of `masks`
--- set on legs [a, b): what SETRANGE writes at lo*legs + a. `held` is the bitmap's bytes from
+-- The taken bitmap's span from leg a of group lo to leg b-1 of group hi with the bits of `masks`
+-- set on legs [a, b): what SETRANGE writes at lo*legs + a. `taken` is the bitmap's bytes from
 -- 0-based offset `off` on, covering the span (zero-padded by the caller).
-local function marked_span(ctx, masks, lo, hi, held, off)
+local function marked_span(ctx, masks, lo, hi, taken, off)
   local legs, a, nrow = ctx.legs, ctx.a, ctx.b - ctx.a
   local bor, byte, char, sub = bit.bor, string.byte, string.char, string.sub
   local parts, np, cur = {}, 0, {}
@@ -104,15 +104,15 @@ local function marked_span(ctx, masks, lo, hi, held, off)
     local m = masks[j]
     np = np + 1
     if m then
-      local v = {byte(held, p, p + nrow - 1)}
+      local v = {byte(taken, p, p + nrow - 1)}
       for k = 1, nrow do cur[k] = bor(v[k], m) end
       parts[np] = char(unpack(cur, 1, nrow))
     else
-      parts[np] = sub(held, p, p + nrow - 1)
+      parts[np] = sub(taken, p, p + nrow - 1)
     end
     if j < hi then
       np = np + 1
-      parts[np] = sub(held, p + nrow, p + legs - 1)
+      parts[np] = sub(taken, p + nrow, p + legs - 1)
     end
   end
   return table.concat(parts)
@@ -140,46 +140,41 @@ local function class_cars(text, cs, ce, key)
   return cars
 end
 
--- Zero bytes up to length `want`: a bitmap shorter than its schedule's size reads as free.
-local function padded(s, want)
-  if #s < want then return s .. string.rep('\0', want - #s) end
-  return s
-end
-
--- Make the hold of `seats` (known free): its held bits, written from `held`, the held bitmap's
--- bytes from 0-based offset `off` on (covering the seats' groups on legs [a, b)); then its hash,
--- deadline, bookkeeping and event. `masks, lo, hi`: group_masks(seats), when the caller has it.
-local function hold_commit(ctx, seats, held, off, masks, lo, hi)
+-- Make the hold of `seats` (known free): its taken bits, written from `taken`, the taken
+-- bitmap's bytes from 0-based offset `off` on (covering the seats' groups on legs [a, b)); then
+-- its hash, deadline, bookkeeping and event. `masks, lo, hi`: group_masks(seats), when the
+-- caller has it.
+local function hold_commit(ctx, seats, taken, off, masks, lo, hi)
   local hid, user = ARGV[2], ARGV[3]
   local now = ctx.now
   if not masks then masks, lo, hi = group_masks(seats) end
-  local span = marked_span(ctx, masks, lo, hi, held, off)
-  redis.call('SETRANGE', KEYS[3], lo * ctx.legs + ctx.a, span)
+  local span = marked_span(ctx, masks, lo, hi, taken, off)
+  redis.call('SETRANGE', KEYS[2], lo * ctx.legs + ctx.a, span)
   local exp = math.min(now + ctx.ttl, ctx.dep)
   local exps, nows = string.format('%d', exp), string.format('%d', now)
   local s, as, bs = table.concat(seats, ','), tostring(ctx.a), tostring(ctx.b)
   -- 'tu': the hold is in the user's live-hold zset (kept only while the limit is on)
   local tracked = not CLUSTER and ctx.max_active > 0
-  redis.call('HSET', KEYS[5], 'user', user, 'a', as, 'b', bs, 'seats', s, 'exp', exps,
+  redis.call('HSET', KEYS[4], 'user', user, 'a', as, 'b', bs, 'seats', s, 'exp', exps,
     'st', 'held', 'ts', nows, 'tu', tracked and '1' or '0')
-  redis.call('PEXPIRE', KEYS[5], exp - now + 86400000)
-  redis.call('ZADD', KEYS[4], exps, hid)
+  redis.call('PEXPIRE', KEYS[4], exp - now + 86400000)
+  redis.call('ZADD', KEYS[3], exps, hid)
   -- the due zset's score is <= the earliest deadline (and so <= `mdl`): only a deadline below
   -- the hint can be a new earliest one, and only then must both be lowered
   local earliest = note_deadline(KEYS[1], ctx.min_deadline, exp)
   if not CLUSTER then
-    if earliest then redis.call('ZADD', KEYS[9], 'LT', exps, ARGV[4]) end
+    if earliest then redis.call('ZADD', KEYS[8], 'LT', exps, ARGV[4]) end
     -- the user's zset serves only the live-hold limit: with the limit off it is not kept
     -- (turning the limit on counts the holds made from then on)
     if tracked then
-      redis.call('ZADD', KEYS[6], exps, hid)
-      redis.call('PEXPIRE', KEYS[6], USER_KEY_TTL_MS)
+      redis.call('ZADD', KEYS[5], exps, hid)
+      redis.call('PEXPIRE', KEYS[5], USER_KEY_TTL_MS)
     end
   end
   if ARGV[10] == '1' then
-    redis.call('SET', KEYS[8], ARGV[11] .. '\n' .. hid, 'PX', 86400000)
+    redis.call('SET', KEYS[7], ARGV[11] .. '\n' .. hid, 'PX', 86400000)
   end
   note_text(as, bs, s)
-  flush(KEYS[1], KEYS[10])
+  flush(KEYS[1], KEYS[9])
   return {OK, 0, hid, user, as, bs, s, 'held', exps, nows, ''}
 end

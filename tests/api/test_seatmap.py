@@ -47,8 +47,8 @@ def test_the_seat_map_body_is_the_encoded_view_for_any_occupancy(seed: int) -> N
     size = layout.n_legs * layout.row_bytes
     # a bitmap may be shorter than its schedule's size (it reads as free past its end)
     sold = bytes(rng.choice((0, 0, 255, rng.randrange(256))) for _ in range(rng.randint(0, size)))
-    held = bytes(rng.choice((0, 0, 255, rng.randrange(256))) for _ in range(size))
-    snap = Snapshot("SM", rng.randrange(10**13), "scheduled", 0, "", layout.layout_id, sold, held)
+    taken = bytes(rng.choice((0, 0, 255, rng.randrange(256))) for _ in range(size))
+    snap = Snapshot("SM", rng.randrange(10**13), "scheduled", 0, "", layout.layout_id, sold, taken)
     encoder = SeatMapEncoder(layout)
     for _ in range(5):
         a = rng.randrange(layout.n_legs)

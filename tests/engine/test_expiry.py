@@ -34,7 +34,7 @@ async def test_expired_hold_cannot_be_confirmed_and_its_seats_free_within_a_seco
         deadline = time.monotonic() + 1.0
         sk = observer.keys.schedule("EXP")
         while True:
-            held = await observer.redis.get(sk.held)
+            held = await observer.redis.get(sk.taken)
             if not any(held):
                 break
             assert time.monotonic() < deadline, "seats still held 1 s after expiry"
@@ -63,7 +63,7 @@ async def test_the_reaper_alone_frees_an_idle_schedule_within_one_second(
     reaper = asyncio.create_task(run_reaper(inv, stop, interval_s=0.25))
     try:
         expires_s = out.hold.expires_ms / 1000
-        while any(await inv.redis.get(sk.held)):
+        while any(await inv.redis.get(sk.taken)):
             assert time.time() < expires_s + 1.0, "not reaped within 1 s"
             await asyncio.sleep(0.05)
         assert time.time() >= expires_s - 0.05  # and not before its time

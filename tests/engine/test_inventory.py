@@ -186,6 +186,9 @@ async def test_reopen_with_sold_seat_legs_revokes_holds_on_them(
     assert hold is not None
     assert hold.status == "released"
     assert (await states(inventory, layout, 1, 3))[2:4] == ["free", "sold"]
+    # the revoked hold's seat-legs are free again, the newly sold one stays taken
+    assert (await inventory.hold(req("RO", a=2, b=3, seats=[3]))).code == Code.SEATS_UNAVAILABLE
+    assert (await inventory.hold(req("RO", a=2, b=3, seats=[2]))).code == Code.OK
 
 
 async def test_restore_replaces_sold_and_cancel_frees(
@@ -202,6 +205,67 @@ async def test_restore_replaces_sold_and_cancel_frees(
     assert await inventory.cancel("RS", 1, 2, [5]) == Code.OK
     assert await inventory.cancel("RS", 1, 2, [5]) == Code.NOT_SOLD
     assert await inventory.restore("RS", [(3, 9, [0])]) == Code.INVALID_ARGUMENT
+
+
+async def _bits(inv: Inventory, key: str, legs: int) -> set[tuple[int, int]]:
+    """The (seat, leg) pairs set in a raw seat-group-major bitmap."""
+    raw = await inv.redis.get(key) or b""
+    return {
+        (p // legs * 8 + q, p % legs) for p, v in enumerate(raw) for q in range(8) if v & 0x80 >> q
+    }
+
+
+async def test_taken_stays_sold_or_held_through_confirm_cancel_and_restore(
+    inventory: Inventory, make_layout: Any
+) -> None:
+    """The taken bitmap is exactly sold plus the live holds' seat-legs after every change."""
+    layout = make_layout("TK")
+    sk, legs = inventory.keys.schedule("TK"), layout.n_legs
+
+    async def check(held: set[tuple[int, int]]) -> set[tuple[int, int]]:
+        sold = await _bits(inventory, sk.sold, legs)
+        assert await _bits(inventory, sk.taken, legs) == sold | held
+        assert not sold & held
+        return sold
+
+    await inventory.open(layout, sold=[(0, 1, [0])])
+    a = await inventory.hold(req("TK", "ua", a=0, b=2, seats=[1]))
+    b = await inventory.hold(req("TK", "ub", a=1, b=3, seats=[0]))
+    assert a.hold is not None
+    assert b.hold is not None
+    b_legs = {(0, 1), (0, 2)}
+    await check({(1, 0), (1, 1)} | b_legs)
+    assert await inventory.confirm(a.hold.hold_id, "BK1") == Code.OK
+    assert await check(b_legs) == {(0, 0), (1, 0), (1, 1)}
+    # seat 0 is sold on leg 0 only: legs 1-2 stay held by b
+    assert await inventory.cancel("TK", 0, 3, [0]) == Code.OK
+    assert await check(b_legs) == {(1, 0), (1, 1)}
+    assert (await states(inventory, layout, 1, 3))[0] == "held"
+    # sold := exactly these; b's hold survives, a's seat-legs not listed are free again
+    assert await inventory.restore("TK", [(0, 1, [1]), (3, 4, [0])]) == Code.OK
+    assert await check(b_legs) == {(1, 0), (0, 3)}
+    assert (await states(inventory, layout, 1, 2))[1] == "free"
+    # OR'ed in over b's seat-leg: b is revoked, its other leg is free again
+    assert await inventory.restore("TK", [(1, 2, [0])], replace=False) == Code.OK
+    assert await check(set()) == {(1, 0), (0, 3), (0, 1)}
+
+
+async def test_a_confirm_after_the_hold_expired_marks_its_seats_sold_and_taken(
+    inventory: Inventory, make_layout: Any
+) -> None:
+    """The reconcile path: Postgres committed, the hold was reaped meanwhile."""
+    layout = make_layout("TKX")
+    sk, legs = inventory.keys.schedule("TKX"), layout.n_legs
+    await inventory.open(layout)
+    out = await inventory.hold(req("TKX", a=0, b=2, seats=[4], ttl_ms=1_000))
+    assert out.hold is not None
+    await inventory.advance_clock("TKX", 5_000)
+    assert await inventory.reap("TKX") == 1
+    assert await _bits(inventory, sk.taken, legs) == set()
+    assert await inventory.confirm(out.hold.hold_id, "BK1") == Code.OK
+    assert await _bits(inventory, sk.sold, legs) == {(4, 0), (4, 1)}
+    assert await _bits(inventory, sk.taken, legs) == {(4, 0), (4, 1)}
+    assert (await inventory.hold(req("TKX", a=1, b=2, seats=[4]))).code == Code.SEATS_UNAVAILABLE
 
 
 async def test_best_fit_prefers_seats_whose_neighbouring_legs_are_taken(

@@ -24,7 +24,7 @@ STOPS = ["GMR", "JNG", "BKS", "CN", "PWT", "YK"]  # 5 legs
 
 def _taken(layout: Layout, snap: views.Snapshot, leg: int) -> int:
     rb, legs = layout.row_bytes, layout.n_legs
-    return views.leg_row(snap.sold, leg, legs, rb) | views.leg_row(snap.held, leg, legs, rb)
+    return views.leg_row(snap.taken, leg, legs, rb)
 
 
 def expected_window(

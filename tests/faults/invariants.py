@@ -211,11 +211,11 @@ async def check_stores(
                 # one atomic read, so the reaper cannot change things between the parts
                 pipe = client.pipeline(transaction=True)
                 pipe.get(sk.sold)
-                pipe.get(sk.held)
+                pipe.get(sk.taken)
                 pipe.zrange(sk.deadlines, 0, -1, withscores=True)
                 pipe.time()
-                sold_raw, held_raw, live, (now_s, now_us) = await pipe.execute()
-                sold, held = sold_raw or b"", held_raw or b""
+                sold_raw, taken_raw, live, (now_s, now_us) = await pipe.execute()
+                sold, taken = sold_raw or b"", taken_raw or b""
                 now_ms = int(now_s) * 1000 + int(now_us) // 1000
                 live_bits: set[tuple[int, int]] = set()
                 for hold_id, deadline in live:
@@ -232,12 +232,20 @@ async def check_stores(
                 for leg in range(layout.n_legs):
                     n_sold = n_held = 0
                     for seat in range(layout.n_seats):
-                        s, h = _bit(sold, legs, leg, seat), _bit(held, legs, leg, seat)
+                        s, t = _bit(sold, legs, leg, seat), _bit(taken, legs, leg, seat)
+                        h = t and not s  # held: taken, not sold
                         n_sold += s
                         n_held += h
                         sid = layout.seat_ids[seat]
                         _expect(
-                            not (s and h), f"{spec.schedule_id} {sid} leg {leg} held+sold", problems
+                            t or not s,
+                            f"{spec.schedule_id} {sid} leg {leg} sold, not taken",
+                            problems,
+                        )
+                        _expect(
+                            not (s and (leg, seat) in live_bits),
+                            f"{spec.schedule_id} {sid} leg {leg} held+sold",
+                            problems,
                         )
                         _expect(
                             h == ((leg, seat) in live_bits),
