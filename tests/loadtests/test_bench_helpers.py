@@ -75,6 +75,36 @@ def test_wrk_script_holds_each_request_with_headers_and_body(tmp_path: Path) -> 
     assert "{[==[GET]==], [==[/h]==], {}, nil}," in text
 
 
+def test_wrk_counts_statuses_in_lua_only_when_asked(tmp_path: Path) -> None:
+    plain, counted = tmp_path / "plain.lua", tmp_path / "counted.lua"
+    bench.write_wrk_script(plain, [("GET", "/h", {}, "")])
+    bench.write_wrk_script(counted, [("GET", "/h", {}, "")], count_statuses=True)
+    assert "function response(" not in plain.read_text()
+    assert "function response(" in counted.read_text()
+
+
+def _wrk_data(
+    status: dict[str, int], requests: int = 100, non2xx: int = 0
+) -> dict[str, int | dict[str, int]]:
+    return {"status": status, "requests": requests, "non2xx": non2xx}
+
+
+def test_without_counts_any_answer_over_399_fails_the_no_5xx_check() -> None:
+    def result(status: dict[str, int]) -> bench.LoadResult:
+        return bench.LoadResult("n", "l", 1, 1.0, 1.0, 1.0, 100, status, 0)
+
+    counted = bench.wrk_statuses(_wrk_data({"201": 60, "409": 40}))
+    assert counted == {"201": 60, "409": 40}
+    assert result(counted).n5xx == 0
+    clean = bench.wrk_statuses(_wrk_data({}))
+    assert clean == {"2xx/3xx": 100}
+    assert result(clean).n5xx == 0
+    unknown = bench.wrk_statuses(_wrk_data({}, non2xx=3))
+    assert unknown == {"2xx/3xx": 97, "4xx/5xx": 3}
+    assert result(unknown).n5xx == 3
+    assert result({"201": 5, "503": 2}).n5xx == 2
+
+
 def test_server_environment_drops_stray_kai_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAI_TYPO_SETTING", "1")
     monkeypatch.setenv("KAILT_RUN", "x")
