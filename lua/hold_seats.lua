@@ -51,7 +51,7 @@ local nrow = b - a
 local masks, lo, hi = group_masks(seats)
 local first, last = lo * legs + a, hi * legs + b - 1
 local want = last - first + 1
-local taken = zero_padded(redis.call('GETRANGE', KEYS[2], first, last), want)
+local taken = zero_padded(redis.call('GETRANGE', KEYS[2], int_text(first), int_text(last)), want)
 local band, bor, byte = bit.band, bit.bor, string.byte
 local hit, any = {}, 0
 for j, m in pairs(masks) do

@@ -26,6 +26,28 @@ local function user_holds_key(meta_key, user)
   return string.sub(meta_key, 1, p) .. '{u:' .. user .. '}:holds'
 end
 
+-- The decimal text of a non-negative integer below a schedule's size (a seat index, a leg, a
+-- bitmap offset), made once and kept at library level. Lua makes a number's text with
+-- sprintf("%.14g") (tostring, .., table.concat) and redis.call a number argument's with "%.17g":
+-- ~2k instructions of float formatting each, several per hold (docs/PERFORMANCE.md, "Sixth
+-- pass"). Pass redis.call numbers as text for the same reason (string.format('%d') for others).
+local INT_TEXT = {}
+local function int_text(i)
+  local t = INT_TEXT[i]
+  if not t then
+    t = string.format('%d', i)
+    INT_TEXT[i] = t
+  end
+  return t
+end
+
+-- Texts of a list of such integers joined by commas.
+local function ints_text(list)
+  local t = {}
+  for k = 1, #list do t[k] = int_text(list[k]) end
+  return table.concat(t, ',')
+end
+
 local function split_ints(s)
   local out = {}
   if not s or s == '' then return out end
@@ -157,7 +179,8 @@ local function bits_write(key, entries, legs, value, mirror)
     local r = q
     while r < n and pos[r + 1] - pos[r] <= SPAN_GAP do r = r + 1 end
     local lo, hi = pos[q], pos[r]
-    local cur = zero_padded(redis.call('GETRANGE', key, lo, hi), hi - lo + 1)
+    local los, his = int_text(lo), int_text(hi)
+    local cur = zero_padded(redis.call('GETRANGE', key, los, his), hi - lo + 1)
     local parts, np, prev, run_changed = {}, 0, lo, 0
     for k = q, r do
       local p = pos[k]
@@ -173,9 +196,9 @@ local function bits_write(key, entries, legs, value, mirror)
       parts[np] = char(w)
       prev = p + 1
     end
-    if run_changed > 0 then redis.call('SETRANGE', key, lo, table.concat(parts)) end
+    if run_changed > 0 then redis.call('SETRANGE', key, los, table.concat(parts)) end
     if mirror and (value == 1 or run_changed > 0) then
-      local old = zero_padded(redis.call('GETRANGE', mirror, lo, hi), hi - lo + 1)
+      local old = zero_padded(redis.call('GETRANGE', mirror, los, his), hi - lo + 1)
       local mp, mprev = {}, lo
       np = 0
       for k = q, r do
@@ -193,7 +216,7 @@ local function bits_write(key, entries, legs, value, mirror)
         end
         mprev = p + 1
       end
-      redis.call('SETRANGE', mirror, lo, table.concat(mp))
+      redis.call('SETRANGE', mirror, los, table.concat(mp))
     end
     changed = changed + run_changed
     q = r + 1
@@ -211,11 +234,11 @@ end
 -- the window ends (a counter that lost its expiry gets a fresh window).
 local function over_rate(key, rate)
   local c = redis.call('INCR', key)
-  if c == 1 then redis.call('PEXPIRE', key, 60000) end
+  if c == 1 then redis.call('PEXPIRE', key, '60000') end
   if c <= rate then return nil end
   local pt = redis.call('PTTL', key)
   if pt < 0 then
-    redis.call('PEXPIRE', key, 60000)
+    redis.call('PEXPIRE', key, '60000')
     pt = 60000
   end
   return pt

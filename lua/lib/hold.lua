@@ -13,7 +13,7 @@
 -- then -1 when the user is at the limit, else 0; ARGV[9] is 0) and runs user_finalize.lua and
 -- the due ZADD after. KEYS[7] is the schedule-slot idempotency record.
 
-local USER_KEY_TTL_MS = 172800000  -- user zset TTL: longer than any hold (cleans up a crash)
+local USER_KEY_TTL_MS = '172800000'  -- user zset TTL: longer than any hold (cleans up a crash)
 
 local function hold_done(reply)
   flush(KEYS[1], KEYS[9])
@@ -149,15 +149,15 @@ local function hold_commit(ctx, seats, taken, off, masks, lo, hi)
   local now = ctx.now
   if not masks then masks, lo, hi = group_masks(seats) end
   local span = marked_span(ctx, masks, lo, hi, taken, off)
-  redis.call('SETRANGE', KEYS[2], lo * ctx.legs + ctx.a, span)
+  redis.call('SETRANGE', KEYS[2], int_text(lo * ctx.legs + ctx.a), span)
   local exp = math.min(now + ctx.ttl, ctx.dep)
   local exps, nows = string.format('%d', exp), string.format('%d', now)
-  local s, as, bs = table.concat(seats, ','), tostring(ctx.a), tostring(ctx.b)
+  local s, as, bs = ints_text(seats), int_text(ctx.a), int_text(ctx.b)
   -- 'tu': the hold is in the user's live-hold zset (kept only while the limit is on)
   local tracked = not CLUSTER and ctx.max_active > 0
   redis.call('HSET', KEYS[4], 'user', user, 'a', as, 'b', bs, 'seats', s, 'exp', exps,
     'st', 'held', 'ts', nows, 'tu', tracked and '1' or '0')
-  redis.call('PEXPIRE', KEYS[4], exp - now + 86400000)
+  redis.call('PEXPIRE', KEYS[4], string.format('%d', exp - now + 86400000))
   redis.call('ZADD', KEYS[3], exps, hid)
   -- the due zset's score is <= the earliest deadline (and so <= `mdl`): only a deadline below
   -- the hint can be a new earliest one, and only then must both be lowered
