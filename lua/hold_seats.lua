@@ -35,12 +35,19 @@ if early then return early end
 
 local seats = split_ints(ARGV[12])
 if #seats == 0 then return hold_done({INVALID_ARGUMENT}) end
-local seen = {}
+-- the seats' bits per seat group (masks[j]) and the lowest and highest group; a seat given
+-- twice is refused: its bit was set already (popcount unchanged; no table of seats seen)
+local band, bor, byte, rshift = bit.band, bit.bor, string.byte, bit.rshift
+local masks, lo, hi = {}, nil, nil
 for _, i in ipairs(seats) do
-  if not i or i < 0 or i >= ctx.n or i ~= math.floor(i) or seen[i] then
-    return hold_done({INVALID_ARGUMENT})
-  end
-  seen[i] = true
+  if not i or i < 0 or i >= ctx.n or i ~= math.floor(i) then return hold_done({INVALID_ARGUMENT}) end
+  local j = (i - i % 8) / 8
+  local cur = masks[j] or 0
+  local m = bor(cur, rshift(128, i % 8))
+  if m == cur then return hold_done({INVALID_ARGUMENT}) end
+  masks[j] = m
+  if not lo or j < lo then lo = j end
+  if not hi or j > hi then hi = j end
 end
 
 -- The span from leg a of the lowest asked group to leg b-1 of the highest: one short GETRANGE
@@ -48,21 +55,19 @@ end
 -- (j - lo)*legs.
 local legs, a, b = ctx.legs, ctx.a, ctx.b
 local nrow = b - a
-local masks, lo, hi = group_masks(seats)
 local first, last = lo * legs + a, hi * legs + b - 1
 local want = last - first + 1
 local taken = zero_padded(redis.call('GETRANGE', KEYS[2], int_text(first), int_text(last)), want)
-local band, bor, byte = bit.band, bit.bor, string.byte
-local hit, any = {}, 0
+local any = 0
 for j, m in pairs(masks) do
   local p = (j - lo) * legs + 1
-  local t = band(bor(byte(taken, p, p + nrow - 1)), m)
-  hit[j], any = t, bor(any, t)
+  any = bor(any, band(bor(byte(taken, p, p + nrow - 1)), m))
 end
-if any ~= 0 then
+if any ~= 0 then  -- refused: which seats are taken
   local bad = {}
   for _, i in ipairs(seats) do
-    if band(hit[(i - i % 8) / 8], bit.rshift(128, i % 8)) ~= 0 then bad[#bad + 1] = i end
+    local p = ((i - i % 8) / 8 - lo) * legs + 1
+    if band(bor(byte(taken, p, p + nrow - 1)), rshift(128, i % 8)) ~= 0 then bad[#bad + 1] = i end
   end
   return hold_done({SEATS_UNAVAILABLE, bad})
 end

@@ -153,10 +153,15 @@ local function hold_commit(ctx, seats, taken, off, masks, lo, hi)
   local exp = math.min(now + ctx.ttl, ctx.dep)
   local exps, nows = string.format('%d', exp), string.format('%d', now)
   local s, as, bs = ints_text(seats), int_text(ctx.a), int_text(ctx.b)
-  -- 'tu': the hold is in the user's live-hold zset (kept only while the limit is on)
+  -- 'tu' = '1': the hold is in the user's live-hold zset (kept only while the limit is on)
   local tracked = not CLUSTER and ctx.max_active > 0
-  redis.call('HSET', KEYS[4], 'user', user, 'a', as, 'b', bs, 'seats', s, 'exp', exps,
-    'st', 'held', 'ts', nows, 'tu', tracked and '1' or '0')
+  if tracked then
+    redis.call('HSET', KEYS[4], 'user', user, 'a', as, 'b', bs, 'seats', s, 'exp', exps,
+      'st', 'held', 'ts', nows, 'tu', '1')
+  else
+    redis.call('HSET', KEYS[4], 'user', user, 'a', as, 'b', bs, 'seats', s, 'exp', exps,
+      'st', 'held', 'ts', nows)
+  end
   redis.call('PEXPIRE', KEYS[4], string.format('%d', exp - now + 86400000))
   redis.call('ZADD', KEYS[3], exps, hid)
   -- the due zset's score is <= the earliest deadline (and so <= `mdl`): only a deadline below

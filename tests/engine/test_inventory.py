@@ -44,6 +44,15 @@ async def test_segments_share_a_seat_but_never_a_leg(
     assert (await states(inventory, layout, 1, 3))[5:7] == ["held", "free"]
 
 
+async def test_a_seat_asked_twice_or_off_the_train_is_refused(
+    inventory: Inventory, make_layout: Any
+) -> None:
+    await inventory.open(make_layout("DUP"))
+    for seats in ([3, 3], [3, 11, 3], [12], [-1]):
+        assert (await inventory.hold(req("DUP", seats=seats))).code == Code.INVALID_ARGUMENT
+    assert (await inventory.hold(req("DUP", seats=[3, 11]))).code == Code.OK
+
+
 async def test_idempotency_replays_the_same_body_and_refuses_another(
     inventory: Inventory, make_layout: Any
 ) -> None:
