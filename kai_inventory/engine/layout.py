@@ -99,7 +99,7 @@ class Layout(msgspec.Struct, frozen=True, dict=True):
 
     @property
     def row_bytes(self) -> int:
-        """Seat groups (8 seats a byte) in the sold/held bitmaps: the bytes of one leg's row."""
+        """Seat groups (8 seats a byte) in the sold/taken bitmaps: the bytes of one leg's row."""
         return (self.n_seats + 7) // 8
 
     @functools.cached_property

@@ -207,7 +207,7 @@ class Sales(Recovery):
         2. Passengers must match the held seats one-to-one (else ``confirm_abort``, 422).
         3. One Postgres transaction, unique by hold id (a retry reads the first booking back).
            Postgres unreachable: ``confirm_abort`` (held again until it expires), 503.
-        4. ``confirm``: held bits -> sold. If Redis fails here the sale stands: the booking is
+        4. ``confirm``: seat-legs marked sold. If Redis fails here the sale stands: the booking is
            returned and reconcile (on retry, at start-up, periodically) marks it sold.
 
         While the Postgres circuit is open the answer is 503 before step 1, so the hold is left
