@@ -6,7 +6,8 @@
 -- already taken (sold or held; a = 0 and b = L count as taken); 'first' takes the lowest
 -- indices. Work is per car, on bytes of the taken bitmap (sold or held): a seat group's journey
 -- legs are adjacent bytes, OR'ed by one `bit.bor` over one `string.byte` call; no per-seat
--- tables outside the rare fallback. A car's scan stops at a window reaching the best score its neighbours allow.
+-- tables outside the rare fallback. A car's scan stops at a window reaching the best score its
+-- neighbours allow.
 -- @function
 -- KEYS[1] meta: schedule meta hash
 -- KEYS[2] taken: taken bitmap (sold or held)

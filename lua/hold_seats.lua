@@ -40,7 +40,9 @@ if #seats == 0 then return hold_done({INVALID_ARGUMENT}) end
 local band, bor, byte, rshift = bit.band, bit.bor, string.byte, bit.rshift
 local masks, lo, hi = {}, nil, nil
 for _, i in ipairs(seats) do
-  if not i or i < 0 or i >= ctx.n or i ~= math.floor(i) then return hold_done({INVALID_ARGUMENT}) end
+  if not i or i < 0 or i >= ctx.n or i ~= math.floor(i) then
+    return hold_done({INVALID_ARGUMENT})
+  end
   local j = (i - i % 8) / 8
   local cur = masks[j] or 0
   local m = bor(cur, rshift(128, i % 8))

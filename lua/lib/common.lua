@@ -138,23 +138,53 @@ for v = 0, 255 do
   SEAT_BITS[v] = t
 end
 
--- Set (value 1) or clear (value 0) the seat-legs of `entries` ({{a, b, seats}, ...}: legs
--- [a, b) x seats) in the bitmap `key`: one GETRANGE and one SETRANGE per run of bytes they
--- cover. With `mirror` (the taken bitmap when `key` is sold) the same change is made there: set
--- all those bits, or clear the bits that were set in `key` (seat-legs not sold stay as they are
--- in taken: another hold may have them). A run ends at a gap of more than SPAN_GAP bytes: a redis.call costs about as much as
--- moving ~900 bytes through GETRANGE/SETRANGE (docs/PERFORMANCE.md, "Fourth pass"), and a seat
--- group's legs are adjacent, so holds far apart in the train are separate short runs rather
--- than one span over the bitmap. (A BITFIELD of one u1 op per seat-leg costs ~1 us per op.)
--- Returns how many bits changed; nothing is written when none did.
+-- A run of bytes that bits_write rewrites ends at a gap of more than SPAN_GAP bytes: a
+-- redis.call costs about as much as moving ~900 bytes through GETRANGE/SETRANGE
+-- (docs/PERFORMANCE.md, "Fourth pass"), and a seat group's legs are adjacent, so holds far apart
+-- in the train are separate short runs rather than one span over the bitmap. (A BITFIELD of one
+-- u1 op per seat-leg costs ~1 us per op.)
 local SPAN_GAP = 512
+
 -- `s` with zero bytes up to length `want` (a bitmap shorter than its schedule reads as free).
 local function zero_padded(s, want)
   if #s < want then return s .. string.rep('\0', want - #s) end
   return s
 end
+
+-- One run of byte positions pos[q..r] of the bitmap `key` rewritten byte by byte as
+-- f(old byte, position): one GETRANGE, and one SETRANGE when a bit changed. Returns how many
+-- bits changed and the run's old bytes (from pos[q] on).
+local function rewrite_run(key, pos, q, r, f)
+  local lo, hi = pos[q], pos[r]
+  local los = int_text(lo)
+  local cur = zero_padded(redis.call('GETRANGE', key, los, int_text(hi)), hi - lo + 1)
+  local byte, char, sub, bxor = string.byte, string.char, string.sub, bit.bxor
+  local parts, np, prev, changed = {}, 0, lo, 0
+  for k = q, r do
+    local p = pos[k]
+    if p > prev then
+      np = np + 1
+      parts[np] = sub(cur, prev - lo + 1, p - lo)
+    end
+    local v = byte(cur, p - lo + 1)
+    local w = f(v, p)
+    changed = changed + POPCOUNT[bxor(v, w)]
+    np = np + 1
+    parts[np] = char(w)
+    prev = p + 1
+  end
+  if changed > 0 then redis.call('SETRANGE', key, los, table.concat(parts)) end
+  return changed, cur
+end
+
+-- Set (value 1) or clear (value 0) the seat-legs of `entries` ({{a, b, seats}, ...}: legs
+-- [a, b) x seats) in the bitmap `key`: one GETRANGE and one SETRANGE per run of bytes they
+-- cover. With `mirror` (the taken bitmap when `key` is sold) the same change is made there: set
+-- all those bits, or clear the bits that were set in `key` (seat-legs not sold stay as they are
+-- in taken: another hold may have them). Returns how many bits changed in `key`; nothing is
+-- written where none did.
 local function bits_write(key, entries, legs, value, mirror)
-  local band, bor, bnot, bxor, rshift = bit.band, bit.bor, bit.bnot, bit.bxor, bit.rshift
+  local band, bor, bnot, rshift = bit.band, bit.bor, bit.bnot, bit.rshift
   local masks = {}
   for _, e in ipairs(entries) do
     local a, b = e[1], e[2]
@@ -172,51 +202,21 @@ local function bits_write(key, entries, legs, value, mirror)
     pos[n] = p
   end
   table.sort(pos)
-  local byte, char, sub = string.byte, string.char, string.sub
+  local function set(v, p) return bor(v, masks[p]) end
+  local function clear(v, p) return band(v, bnot(masks[p])) end
   local changed, q = 0, 1
   while q <= n do
     -- one run: pos[q] .. pos[r], no gap wider than SPAN_GAP
     local r = q
     while r < n and pos[r + 1] - pos[r] <= SPAN_GAP do r = r + 1 end
-    local lo, hi = pos[q], pos[r]
-    local los, his = int_text(lo), int_text(hi)
-    local cur = zero_padded(redis.call('GETRANGE', key, los, his), hi - lo + 1)
-    local parts, np, prev, run_changed = {}, 0, lo, 0
-    for k = q, r do
-      local p = pos[k]
-      if p > prev then
-        np = np + 1
-        parts[np] = sub(cur, prev - lo + 1, p - lo)
-      end
-      local v, m = byte(cur, p - lo + 1) or 0, masks[p]
-      local w
-      if value == 1 then w = bor(v, m) else w = band(v, bnot(m)) end
-      run_changed = run_changed + POPCOUNT[bxor(v, w)]
-      np = np + 1
-      parts[np] = char(w)
-      prev = p + 1
-    end
-    if run_changed > 0 then redis.call('SETRANGE', key, los, table.concat(parts)) end
-    if mirror and (value == 1 or run_changed > 0) then
-      local old = zero_padded(redis.call('GETRANGE', mirror, los, his), hi - lo + 1)
-      local mp, mprev = {}, lo
-      np = 0
-      for k = q, r do
-        local p = pos[k]
-        if p > mprev then
-          np = np + 1
-          mp[np] = sub(old, mprev - lo + 1, p - lo)
-        end
-        local v, m = byte(old, p - lo + 1) or 0, masks[p]
-        np = np + 1
-        if value == 1 then
-          mp[np] = char(bor(v, m))
-        else
-          mp[np] = char(band(v, bnot(band(m, byte(cur, p - lo + 1) or 0))))
-        end
-        mprev = p + 1
-      end
-      redis.call('SETRANGE', mirror, los, table.concat(mp))
+    local run_changed, cur = rewrite_run(key, pos, q, r, value == 1 and set or clear)
+    if mirror and value == 1 then
+      rewrite_run(mirror, pos, q, r, set)
+    elseif mirror and run_changed > 0 then
+      local lo, byte = pos[q], string.byte
+      rewrite_run(mirror, pos, q, r, function(v, p)  -- only the bits cleared in `key`
+        return band(v, bnot(band(masks[p], byte(cur, p - lo + 1))))
+      end)
     end
     changed = changed + run_changed
     q = r + 1
