@@ -36,7 +36,7 @@ if early then return early end
 local seats = split_ints(ARGV[12])
 if #seats == 0 then return hold_done({INVALID_ARGUMENT}) end
 -- the seats' bits per seat group (masks[j]) and the lowest and highest group; a seat given
--- twice is refused: its bit was set already (popcount unchanged; no table of seats seen)
+-- twice is refused: its bit was set already (its group's mask is unchanged; no table of seats)
 local band, bor, byte, rshift = bit.band, bit.bor, string.byte, bit.rshift
 local masks, lo, hi = {}, nil, nil
 for _, i in ipairs(seats) do
