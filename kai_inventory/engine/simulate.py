@@ -1,11 +1,15 @@
 """Allocation quality: best fit vs first fit on the same seeded stream of requests.
 
-``python -m kai_inventory.engine.simulate [--seed N] [--requests N] [--redis-url URL]``
+``python -m kai_inventory.engine.simulate [--seed N] [--requests N] [--demand uniform|phased]
+[--redis-url URL]``
 
 A 10-stop, 500-seat schedule (10 economy cars of 50) receives a stream of random
-origin-destination requests (uniform over journeys, 1..2 seats of the class); each granted hold
-is confirmed at once. The same stream is replayed for each strategy on its own schedule, under
-a random key prefix on a real Redis (cleaned up afterwards). Reported per strategy:
+origin-destination requests of 1..2 seats of the class; each granted hold is confirmed at once.
+Demand ``uniform``: journeys uniform over the (a, b) pairs. Demand ``phased``: the sale's first
+70% of requests are short journeys (1-3 legs), the rest long ones (5 legs or more): the order in
+which segment-aware choice is meant to pay (docs/ENGINE.md, "Allocation comparison").
+The same stream is replayed for each strategy on its own schedule, under a random key prefix on
+a real Redis (cleaned up afterwards). Reported per strategy:
 
 - journeys sold: requests granted;
 - seat-legs sold: sum over granted requests of seats x legs;
@@ -47,6 +51,18 @@ class StrategyResult(msgspec.Struct, frozen=True):
     seat_legs_free: int
     stranded_seat_legs: int
     capacity_seat_legs: int
+
+
+def make_phased_stream(seed: int, count: int, legs: int) -> list[tuple[int, int, int]]:
+    """Short journeys (1-3 legs) for the first 70% of requests, then long ones (5+ legs)."""
+    rng = random.Random(seed)  # nosec B311 (a seeded replay, not security)
+    short = count * 7 // 10
+    out = []
+    for n in range(count):
+        length = rng.randint(1, 3) if n < short else rng.randint(min(5, legs), legs)
+        a = rng.randrange(legs - length + 1)
+        out.append((a, a + length, rng.randint(1, 2)))
+    return out
 
 
 def make_stream(seed: int, count: int, legs: int) -> list[tuple[int, int, int]]:
@@ -118,13 +134,18 @@ async def run_strategy(
     )
 
 
-async def simulate(redis_url: str, seed: int, requests: int) -> list[StrategyResult]:
+STREAMS = {"uniform": make_stream, "phased": make_phased_stream}
+
+
+async def simulate(
+    redis_url: str, seed: int, requests: int, demand: str = "uniform"
+) -> list[StrategyResult]:
     client = aioredis.from_url(redis_url)
     prefix = "sim" + secrets.token_hex(6)
     try:
         inv = Inventory(client, Keys(prefix))
         await inv.load_scripts()
-        stream = make_stream(seed, requests, len(STOPS) - 1)
+        stream = STREAMS[demand](seed, requests, len(STOPS) - 1)
         return [await run_strategy(inv, s, stream) for s in ("best", "first")]
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
@@ -148,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kai_inventory.engine.simulate")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--demand", choices=sorted(STREAMS), default="uniform")
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    results = asyncio.run(simulate(args.redis_url, args.seed, args.requests))
+    results = asyncio.run(simulate(args.redis_url, args.seed, args.requests, args.demand))
     if args.json:
         sys.stdout.write(msgspec.json.encode(results).decode() + "\n")
     else:

@@ -410,6 +410,14 @@ async def test_open_schedules_epoch_and_live_hold_count(
     assert await inventory.live_holds() == 2
 
 
+def test_phased_demand_sells_short_journeys_first_then_long_ones() -> None:
+    stream = simulate.make_phased_stream(seed=1, count=100, legs=9)
+    assert stream == simulate.make_phased_stream(seed=1, count=100, legs=9)
+    assert all(1 <= b - a <= 3 for a, b, _ in stream[:70])
+    assert all(b - a >= 5 for a, b, _ in stream[70:])
+    assert all(0 <= a < b <= 9 and n in (1, 2) for a, b, n in stream)
+
+
 def test_simulate_reports_both_strategies_on_the_same_stream(redis_url: str) -> None:
     import asyncio as _asyncio
 
