@@ -185,6 +185,9 @@ def ensure_wrk() -> str:
     return found
 
 
+NON_2XX = "4xx/5xx"  # wrk's own count of answers >= 400, when no Lua hook counted statuses
+
+
 @dataclass
 class LoadResult:
     name: str
@@ -209,9 +212,6 @@ class LoadResult:
     def n5xx(self) -> int:
         """5xx answers; an uncounted answer >= 400 may be one, so it counts too."""
         return sum(n for s, n in self.status.items() if s.startswith("5") or s == NON_2XX)
-
-
-NON_2XX = "4xx/5xx"
 
 
 def wrk_statuses(data: dict[str, Any]) -> dict[str, int]:

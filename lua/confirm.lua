@@ -32,8 +32,9 @@ if h[1] == 'confirmed' then
   flush(KEYS[1], KEYS[6])
   return {OK, 0}
 end
-local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
-local mine_legs = {{a, b, seats}}
+local mine = seat_legs(h)
+local a, b, seats = mine[1], mine[2], mine[3]
+local mine_legs = {mine}
 local revoked = 0
 local taken_too = nil  -- a live hold's seat-legs are taken already
 if h[1] == 'held' or h[1] == 'confirming' then
@@ -41,10 +42,10 @@ if h[1] == 'held' or h[1] == 'confirming' then
   untrack(KEYS[1], h, hid)
 else
   taken_too = KEYS[3]
-  local mine = {}
-  for _, i in ipairs(seats) do mine[i] = true end
+  local mine_seats = {}
+  for _, i in ipairs(seats) do mine_seats[i] = true end
   local others = live_holds_overlapping(KEYS[1], KEYS[4], function(k, i)
-    return k >= a and k < b and mine[i]
+    return k >= a and k < b and mine_seats[i]
   end)
   for _, o in ipairs(others) do
     end_hold(KEYS[1], KEYS[3], KEYS[4], legs, o[1], o[2], o[3], 'released')

@@ -171,25 +171,24 @@ end
 -- seats up as one base-4 number, a digit per seat: 0 taken, 1 + its score when free (the score:
 -- +1 per neighbouring leg taken). NIB_* tables answer per half group (4 seats, 256 states).
 local band, lshift, rshift = bit.band, bit.lshift, bit.rshift
-local pvg, nxg = {}, {}  -- the car's bytes of legs a-1 and b per group (reused)
 local function scan_bytes(s, e)
   local jb, je = (s - s % 8) / 8, ((e - 1) - (e - 1) % 8) / 8
   local taken, base = bytes_of(jb, je)
   -- pass 1: the best score the car allows, from its groups' bytes of legs a-1 and b; it stops
   -- once the bound is the best score of any window (in a loaded train, within the first groups)
   local pv_any, nx_any = pv_const, nx_const
-  local kept = je  -- pvg and nxg hold groups jb..kept
+  local kept = je  -- pvb and nxb (fill's tables, reused) hold groups jb..kept
   if not pv_any or not nx_any then
     local pa, na = pv_any or 0, nx_any or 0
     for j = jb, je do
       local p, q = (j - base) * legs + 1, j - jb + 1
       if not pv_any then
         local v = byte(taken, p + a - 1)
-        pvg[q], pa = v, pa + v
+        pvb[q], pa = v, pa + v
       end
       if not nx_any then
         local v = byte(taken, p + b)
-        nxg[q], na = v, na + v
+        nxb[q], na = v, na + v
       end
       if pa ~= 0 and na ~= 0 then
         kept = j
@@ -217,7 +216,7 @@ local function scan_bytes(s, e)
       nfree = nfree + POPCOUNT[f]
       local pv, nx = pv_const, nx_const
       if j <= kept then
-        pv, nx = pv or pvg[q], nx or nxg[q]
+        pv, nx = pv or pvb[q], nx or nxb[q]
       else
         pv = pv or byte(taken, p + a - 1)
         nx = nx or byte(taken, p + b)

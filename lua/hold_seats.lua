@@ -35,22 +35,9 @@ if early then return early end
 
 local seats = split_ints(ARGV[12])
 if #seats == 0 then return hold_done({INVALID_ARGUMENT}) end
--- the seats' bits per seat group (masks[j]) and the lowest and highest group; a seat given
--- twice is refused: its bit was set already (its group's mask is unchanged; no table of seats)
+local masks, lo, hi = group_masks(seats, ctx.n)
+if not masks then return hold_done({INVALID_ARGUMENT}) end  -- off the train, or given twice
 local band, bor, byte, rshift = bit.band, bit.bor, string.byte, bit.rshift
-local masks, lo, hi = {}, nil, nil
-for _, i in ipairs(seats) do
-  if not i or i < 0 or i >= ctx.n or i ~= math.floor(i) then
-    return hold_done({INVALID_ARGUMENT})
-  end
-  local j = (i - i % 8) / 8
-  local cur = masks[j] or 0
-  local m = bor(cur, rshift(128, i % 8))
-  if m == cur then return hold_done({INVALID_ARGUMENT}) end
-  masks[j] = m
-  if not lo or j < lo then lo = j end
-  if not hi or j > hi then hi = j end
-end
 
 -- The span from leg a of the lowest asked group to leg b-1 of the highest: one short GETRANGE
 -- of the taken bitmap (one group's legs are adjacent), the journey's bytes of group j at

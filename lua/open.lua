@@ -35,20 +35,9 @@ if not n or n < 1 or not legs or legs < 1 or not delay or delay < 0
   or (st ~= 'scheduled' and st ~= 'delayed' and st ~= 'cancelled') then
   return {INVALID_ARGUMENT}
 end
-local ok, entries = pcall(cjson.decode, ARGV[12])
-if not ok or type(entries) ~= 'table' then return {INVALID_ARGUMENT} end
+local sold_entries = sold_entries_of(ARGV[12], n, legs)
+if not sold_entries then return {INVALID_ARGUMENT} end
 local size = legs * math.ceil(n / 8)
-local sold_entries = {}
-for _, e in ipairs(entries) do
-  local a, b, seats = tonumber(e[1]), tonumber(e[2]), e[3]
-  if not a or not b or a < 0 or b > legs or a >= b or type(seats) ~= 'table' then
-    return {INVALID_ARGUMENT}
-  end
-  for _, i in ipairs(seats) do
-    if type(i) ~= 'number' or i < 0 or i >= n or i ~= math.floor(i) then return {INVALID_ARGUMENT} end
-  end
-  sold_entries[#sold_entries + 1] = {a, b, seats}
-end
 
 local m = redis.call('HMGET', KEYS[1], 'lid', 'toff', 'legs', 'dep', 'st', 'delay', 'reason', 'ver')
 local now = ms_now(m[2])
@@ -90,15 +79,7 @@ if not CLUSTER then redis.call('SADD', KEYS[6], ARGV[1]) end
 local changed = 0
 if #sold_entries > 0 then
   if bits_write(KEYS[3], sold_entries, legs, 1) > 0 then
-    local sold = redis.call('GET', KEYS[3])
-    local others = live_holds_overlapping(KEYS[1], KEYS[5], function(k, i)
-      return bit_at(sold, legs, k, i)
-    end)
-    for _, o in ipairs(others) do
-      end_hold(KEYS[1], KEYS[4], KEYS[5], legs, o[1], o[2], o[3], 'released')
-    end
-    -- taken after the revoked holds were cleared from it
-    bits_write(KEYS[4], sold_entries, legs, 1)
+    after_sold(KEYS[1], KEYS[3], KEYS[4], KEYS[5], legs, sold_entries)
     for _, e in ipairs(sold_entries) do note(e[1], e[2], e[3]) end
     flush(KEYS[1], KEYS[7])
     changed = 1

@@ -26,37 +26,15 @@ local function done(reply)
   return reply
 end
 if m[3] ~= ARGV[1] then return done({LAYOUT_MISMATCH}) end
-local ok, entries = pcall(cjson.decode, ARGV[3])
-if not ok or type(entries) ~= 'table' then return done({INVALID_ARGUMENT}) end
-local entries_ok = {}
-for _, e in ipairs(entries) do
-  local a, b, seats = tonumber(e[1]), tonumber(e[2]), e[3]
-  if not a or not b or a < 0 or b > legs or a >= b or type(seats) ~= 'table' then
-    return done({INVALID_ARGUMENT})
-  end
-  for _, i in ipairs(seats) do
-    if type(i) ~= 'number' or i < 0 or i >= n or i ~= math.floor(i) then return done({INVALID_ARGUMENT}) end
-  end
-  entries_ok[#entries_ok + 1] = {a, b, seats}
-end
+local entries = sold_entries_of(ARGV[3], n, legs)
+if not entries then return done({INVALID_ARGUMENT}) end
 
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[2], string.rep('\0', legs * math.ceil(n / 8)))
 end
-bits_write(KEYS[2], entries_ok, legs, 1)
-local sold = redis.call('GET', KEYS[2])
-local others = live_holds_overlapping(KEYS[1], KEYS[4], function(k, i)
-  return bit_at(sold, legs, k, i)
-end)
-for _, o in ipairs(others) do
-  end_hold(KEYS[1], KEYS[3], KEYS[4], legs, o[1], o[2], o[3], 'released')
-end
-if ARGV[2] == '1' then
-  rebuild_taken(KEYS[1], KEYS[2], KEYS[3], KEYS[4], legs)
-else  -- (after the revoked holds were cleared from it)
-  bits_write(KEYS[3], entries_ok, legs, 1)
-end
+bits_write(KEYS[2], entries, legs, 1)
+local revoked = after_sold(KEYS[1], KEYS[2], KEYS[3], KEYS[4], legs, entries, ARGV[2] == '1')
 changes = {}
 local v = bump_version(KEYS[1])
 redis.call(PUB, KEYS[5], cjson.encode({v = v, reset = 1}))
-return {OK, #others}
+return {OK, revoked}

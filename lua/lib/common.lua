@@ -78,6 +78,41 @@ local function hold_state(hk, ...)
   return redis.call('HMGET', hk, 'st', 'a', 'b', 'seats', 'user', 'tu', ...)
 end
 
+-- Sold seat-legs given as JSON [[a, b, [seat indices]], ...] (open, restore), checked against a
+-- schedule of n seats and `legs` legs: a list of {a, b, seats}, or nil when anything is off.
+local function sold_entries_of(text, n, legs)
+  local ok, entries = pcall(cjson.decode, text)
+  if not ok or type(entries) ~= 'table' then return nil end
+  local out = {}
+  for _, e in ipairs(entries) do
+    local a, b, seats = tonumber(e[1]), tonumber(e[2]), e[3]
+    if not a or not b or a < 0 or b > legs or a >= b or type(seats) ~= 'table' then return nil end
+    for _, i in ipairs(seats) do
+      if type(i) ~= 'number' or i < 0 or i >= n or i ~= math.floor(i) then return nil end
+    end
+    out[#out + 1] = {a, b, seats}
+  end
+  return out
+end
+
+-- A hold's legs and seats from its state h (hold_state): {a, b, seats}, as bits_write takes them.
+local function seat_legs(h)
+  return {tonumber(h[2]), tonumber(h[3]), split_ints(h[4])}
+end
+
+-- The live holds (held or confirming) among the schedule's hold ids `hids`: a list of
+-- {hk, hid, h} (h = hold_state(hk)).
+local function live_among(meta_key, hids)
+  local base = schedule_base(meta_key) .. 'hold:'
+  local out = {}
+  for _, hid in ipairs(hids) do
+    local hk = base .. hid
+    local h = hold_state(hk)
+    if h[1] == 'held' or h[1] == 'confirming' then out[#out + 1] = {hk, hid, h} end
+  end
+  return out
+end
+
 -- Drop an ended hold from its owner's live-hold zset, if it was put there.
 local function untrack(meta_key, h, hid)
   if not CLUSTER and h[6] == '1' then redis.call('ZREM', user_holds_key(meta_key, h[5]), hid) end
@@ -285,8 +320,7 @@ end
 -- End a live hold (held/confirming): clear its taken bits (a live hold's seat-legs are never
 -- sold), set its status, forget its deadline. h = hold_state(hk)
 local function end_hold(meta_key, taken_key, deadlines_key, legs, hk, hid, h, status)
-  local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
-  bits_write(taken_key, {{a, b, seats}}, legs, 0)
+  bits_write(taken_key, {seat_legs(h)}, legs, 0)
   redis.call('HSET', hk, 'st', status)
   redis.call('ZREM', deadlines_key, hid)
   untrack(meta_key, h, hid)
@@ -325,61 +359,60 @@ local function reap(meta_key, taken_key, deadlines_key, legs, now, limit)
     due = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', now)
   end
   if #due == 0 then return 0 end
-  local base = schedule_base(meta_key) .. 'hold:'
   local entries = {}
-  local n = 0
-  for _, hid in ipairs(due) do
-    local hk = base .. hid
-    local h = hold_state(hk)
-    if h[1] == 'held' or h[1] == 'confirming' then
-      local a, b, seats = tonumber(h[2]), tonumber(h[3]), split_ints(h[4])
-      entries[#entries + 1] = {a, b, seats}
-      redis.call('HSET', hk, 'st', 'expired')
-      untrack(meta_key, h, hid)
-      note_text(h[2], h[3], h[4])
-      n = n + 1
-    end
+  for _, o in ipairs(live_among(meta_key, due)) do
+    local hk, hid, h = o[1], o[2], o[3]
+    entries[#entries + 1] = seat_legs(h)
+    redis.call('HSET', hk, 'st', 'expired')
+    untrack(meta_key, h, hid)
+    note_text(h[2], h[3], h[4])
   end
   for i = 1, #due, 1000 do
     redis.call('ZREM', deadlines_key, unpack(due, i, math.min(#due, i + 999)))
   end
   bits_write(taken_key, entries, legs, 0)
-  return n
+  return #entries
 end
 
--- taken := sold plus every live hold's seat-legs (after sold was rewritten wholesale).
-local function rebuild_taken(meta_key, sold_key, taken_key, deadlines_key, legs)
-  redis.call('SET', taken_key, redis.call('GET', sold_key) or '')
-  local base = schedule_base(meta_key) .. 'hold:'
-  local entries = {}
-  for _, hid in ipairs(redis.call('ZRANGE', deadlines_key, 0, -1)) do
-    local h = hold_state(base .. hid)
-    if h[1] == 'held' or h[1] == 'confirming' then
-      entries[#entries + 1] = {tonumber(h[2]), tonumber(h[3]), split_ints(h[4])}
-    end
-  end
-  bits_write(taken_key, entries, legs, 1)
-end
-
--- Live holds of the schedule that hold any of the given seat-legs ([a, b) x seats, or a
--- predicate taking (leg, seat)); returns list of {hk, hid, h}.
+-- Live holds of the schedule that hold any of the given seat-legs (a predicate taking
+-- (leg, seat)); returns list of {hk, hid, h}.
 local function live_holds_overlapping(meta_key, deadlines_key, taken)
-  local base = schedule_base(meta_key) .. 'hold:'
   local out = {}
-  for _, hid in ipairs(redis.call('ZRANGE', deadlines_key, 0, -1)) do
-    local hk = base .. hid
-    local h = hold_state(hk)
-    if h[1] == 'held' or h[1] == 'confirming' then
-      local hit = false
-      local seats = split_ints(h[4])
-      for k = tonumber(h[2]), tonumber(h[3]) - 1 do
-        for _, i in ipairs(seats) do
-          if taken(k, i) then hit = true break end
-        end
-        if hit then break end
+  for _, o in ipairs(live_among(meta_key, redis.call('ZRANGE', deadlines_key, 0, -1))) do
+    local e = seat_legs(o[3])
+    local hit = false
+    for k = e[1], e[2] - 1 do
+      for _, i in ipairs(e[3]) do
+        if taken(k, i) then hit = true break end
       end
-      if hit then out[#out + 1] = {hk, hid, h} end
+      if hit then break end
     end
+    if hit then out[#out + 1] = o end
   end
   return out
+end
+
+-- After sold seat-legs (`entries`) were written to sold: revoke the live holds on any sold
+-- seat-leg (status released; their taken bits cleared), then make taken cover the new sold
+-- seat-legs: set them, or with `rebuild` (sold was rewritten wholesale) make taken sold plus the
+-- remaining live holds' seat-legs. Returns the holds revoked.
+local function after_sold(meta_key, sold_key, taken_key, deadlines_key, legs, entries, rebuild)
+  local sold = redis.call('GET', sold_key) or ''
+  local others = live_holds_overlapping(meta_key, deadlines_key, function(k, i)
+    return bit_at(sold, legs, k, i)
+  end)
+  for _, o in ipairs(others) do
+    end_hold(meta_key, taken_key, deadlines_key, legs, o[1], o[2], o[3], 'released')
+  end
+  if not rebuild then
+    bits_write(taken_key, entries, legs, 1)
+    return #others
+  end
+  redis.call('SET', taken_key, sold)
+  local live = {}
+  for _, o in ipairs(live_among(meta_key, redis.call('ZRANGE', deadlines_key, 0, -1))) do
+    live[#live + 1] = seat_legs(o[3])
+  end
+  bits_write(taken_key, live, legs, 1)
+  return #others
 end

@@ -79,13 +79,18 @@ local function hold_begin()
     min_deadline = min_deadline, max_active = max_active}
 end
 
--- The bits of `seats` per seat group (masks[j]) and the lowest and highest group.
-local function group_masks(seats)
+-- The bits of `seats` per seat group (masks[j]) and the lowest and highest group; nil when a
+-- seat is given twice (its bit was set already) or, with `n`, is not a seat index below n.
+local function group_masks(seats, n)
   local bor, rshift = bit.bor, bit.rshift
   local masks, lo, hi = {}, nil, nil
   for _, i in ipairs(seats) do
+    if n and (not i or i < 0 or i >= n or i ~= math.floor(i)) then return nil end
     local j = (i - i % 8) / 8
-    masks[j] = bor(masks[j] or 0, rshift(128, i % 8))
+    local cur = masks[j] or 0
+    local m = bor(cur, rshift(128, i % 8))
+    if m == cur then return nil end
+    masks[j] = m
     if not lo or j < lo then lo = j end
     if not hi or j > hi then hi = j end
   end
