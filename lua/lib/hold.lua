@@ -124,28 +124,6 @@ local function marked_span(ctx, masks, lo, hi, taken, off)
   return table.concat(parts)
 end
 
--- The car spans of a class [cs, ce) from the layout's text "start:end,..." (ARGV of hold_class),
--- clamped to the class; when they do not tile it, the class as one span. Kept at library level
--- by (class start, class end, text): a few layouts x classes, dropped wholesale past
--- CLASS_CARS_MAX entries, so a class hold neither parses the text nor builds the list per call.
-local CLASS_CARS, class_cars_n, CLASS_CARS_MAX = {}, 0, 512
-local function class_cars(text, cs, ce, key)
-  local cars = CLASS_CARS[key]
-  if cars then return cars end
-  cars = {}
-  local tiled = cs
-  for s, e in string.gmatch(text, '(%d+):(%d+)') do
-    s, e = math.max(tonumber(s), cs), math.min(tonumber(e), ce)
-    if s ~= tiled or e <= s then tiled = -1 break end
-    cars[#cars + 1] = {s, e}
-    tiled = e
-  end
-  if tiled ~= ce then cars = {{cs, ce}} end
-  if class_cars_n >= CLASS_CARS_MAX then CLASS_CARS, class_cars_n = {}, 0 end
-  CLASS_CARS[key], class_cars_n = cars, class_cars_n + 1
-  return cars
-end
-
 -- Make the hold of `seats` (known free): its taken bits, written from `taken`, the taken
 -- bitmap's bytes from 0-based offset `off` on (covering the seats' groups on legs [a, b)); then
 -- its hash, deadline, bookkeeping and event. `masks, lo, hi`: group_masks(seats), when the
