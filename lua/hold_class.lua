@@ -26,7 +26,9 @@
 -- ARGV[14] cars: comma list "start:end" of the class's car spans
 -- ARGV[15] count
 -- ARGV[16] strategy: 'best' or 'first'
--- Returns: {OK, replayed, hold_id, user, a, b, seats, status, expires_ms, created_ms, booking}
+-- Returns: {OK, 0, seats, expires_ms, created_ms} (made now: held, no booking)
+--   | {OK, replayed, hold_id, user, a, b, seats, status, expires_ms, created_ms, booking}
+--     (an idempotent replay, or on Cluster this very hold found again)
 --   | {INSUFFICIENT_INVENTORY, available} | {RATE_LIMITED, retry_after_ms}
 --   | {IDEMPOTENCY_CONFLICT | SCHEDULE_NOT_FOUND | LAYOUT_MISMATCH | INVALID_ARGUMENT
 --      | SALE_CLOSED | HOLD_LIMIT}

@@ -21,7 +21,9 @@
 -- ARGV[10] idem: '1' when an idempotency key is given
 -- ARGV[11] body_hash: the request's hash for the idempotency record
 -- ARGV[12] seats: comma list of seat indices
--- Returns: {OK, replayed, hold_id, user, a, b, seats, status, expires_ms, created_ms, booking}
+-- Returns: {OK, 0, seats, expires_ms, created_ms} (made now: held, no booking)
+--   | {OK, replayed, hold_id, user, a, b, seats, status, expires_ms, created_ms, booking}
+--     (an idempotent replay, or on Cluster this very hold found again)
 --   | {SEATS_UNAVAILABLE, {seat indices}} | {RATE_LIMITED, retry_after_ms}
 --   | {IDEMPOTENCY_CONFLICT | SCHEDULE_NOT_FOUND | LAYOUT_MISMATCH | INVALID_ARGUMENT
 --      | SALE_CLOSED | HOLD_LIMIT}

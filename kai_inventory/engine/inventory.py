@@ -121,6 +121,9 @@ def _seats(value: Any) -> list[int]:
     return [int(x) for x in text.split(",")] if text else []
 
 
+_MADE_NOW_REPLY = 5  # the hold scripts' reply length for a hold made by this call
+
+
 def _hold(schedule_id: str, fields: list[Any]) -> Hold:
     """From the scripts' hold tuple: hold_id, user, a, b, seats, status, exp, ts, booking."""
     booking = _str(fields[8]) if len(fields) > 8 and fields[8] else ""
@@ -493,6 +496,19 @@ class Inventory:
             return HoldOutcome(Code.INVALID_ARGUMENT)
         code = code_of(reply[0])
         if code == Code.OK:
+            if len(reply) == _MADE_NOW_REPLY:  # {OK, 0, seats, expires, created}: made now
+                hold = Hold(
+                    hold_id=hold_id,
+                    schedule_id=req.schedule_id,
+                    user=req.user,
+                    a=req.a,
+                    b=req.b,
+                    seats=_seats(reply[2]),
+                    status="held",
+                    expires_ms=int(reply[3]),
+                    created_ms=int(reply[4]),
+                )
+                return HoldOutcome(code, hold=hold)
             return HoldOutcome(
                 code, hold=_hold(req.schedule_id, reply[2:]), replayed=bool(reply[1])
             )
