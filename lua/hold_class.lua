@@ -41,7 +41,7 @@
 local early, ctx = hold_begin()
 if early then return early end
 
-local cs, ce, c = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[15])
+local cs, ce, c = int_of(ARGV[12]), int_of(ARGV[13]), int_of(ARGV[15])
 if not cs or not ce or not c or c < 1 or cs < 0 or ce > ctx.n or cs > ce then
   return hold_done({INVALID_ARGUMENT})
 end

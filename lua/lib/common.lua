@@ -12,7 +12,8 @@
 -- Redis TIME in ms, plus the schedule's test clock offset (meta `toff`; see docs/ENGINE.md).
 local function ms_now(toff)
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + (tonumber(toff) or 0)
+  local us = tonumber(t[2])
+  return tonumber(t[1]) * 1000 + (us - us % 1000) / 1000 + (toff and tonumber(toff) or 0)
 end
 
 -- "<prefix>:{s:ID}:meta" -> "<prefix>:{s:ID}:"
@@ -41,6 +42,22 @@ local function int_text(i)
   return t
 end
 
+-- The number of a decimal text of such an integer (or of a limit, a TTL: few distinct texts),
+-- kept at library level (dropped wholesale past INT_OF_MAX texts). `tonumber` goes through
+-- strtod: ~1k instructions a call, where a lookup of an (interned) string is a few dozen.
+local INT_OF, int_of_n, INT_OF_MAX = {}, 0, 65536
+local function int_of(s)
+  local v = INT_OF[s]
+  if v == nil then
+    v = tonumber(s)
+    if v then
+      if int_of_n >= INT_OF_MAX then INT_OF, int_of_n = {}, 0 end
+      INT_OF[s], int_of_n = v, int_of_n + 1
+    end
+  end
+  return v
+end
+
 -- Texts of a list of such integers joined by commas.
 local function ints_text(list)
   local t = {}
@@ -48,10 +65,12 @@ local function ints_text(list)
   return table.concat(t, ',')
 end
 
-local function split_ints(s)
+-- The numbers of a comma list of such integers (`parse`: another parser, e.g. tonumber).
+local function split_ints(s, parse)
   local out = {}
   if not s or s == '' then return out end
-  for v in string.gmatch(s, '[^,]+') do out[#out + 1] = tonumber(v) end
+  parse = parse or int_of
+  for v in string.gmatch(s, '[^,]+') do out[#out + 1] = parse(v) end
   return out
 end
 
@@ -64,7 +83,7 @@ local function list_at(s, a)
   if not s then return nil end
   local list = LISTS[s]
   if not list then
-    list = split_ints(s)
+    list = split_ints(s, tonumber)  -- one-off numbers: not int_of's
     if lists_n >= LISTS_MAX then LISTS, lists_n = {}, 0 end
     LISTS[s], lists_n = list, lists_n + 1
   end
@@ -97,7 +116,7 @@ end
 
 -- A hold's legs and seats from its state h (hold_state): {a, b, seats}, as bits_write takes them.
 local function seat_legs(h)
-  return {tonumber(h[2]), tonumber(h[3]), split_ints(h[4])}
+  return {int_of(h[2]), int_of(h[3]), split_ints(h[4])}
 end
 
 -- The live holds (held or confirming) among the schedule's hold ids `hids`: a list of

@@ -48,28 +48,28 @@ local function hold_begin()
     if f then return {OK, 0, unpack(f)} end
   end
   -- 2. rate limit: fixed one-minute window of attempts
-  local rate = tonumber(ARGV[9]) or 0
+  local rate = int_of(ARGV[9]) or 0
   if rate > 0 then
     local wait = over_rate(KEYS[6], rate)
     if wait then return {RATE_LIMITED, wait} end
   end
   -- 3. reap (only when the earliest deadline passed), then validate
   if not m[1] then return {SCHEDULE_NOT_FOUND} end
-  local n, legs = tonumber(m[1]), tonumber(m[2])
+  local n, legs = int_of(m[1]), int_of(m[2])
   local min_deadline = tonumber(m[7])  -- a lower bound of the earliest deadline (`mdl`)
   if min_deadline and min_deadline <= now then
     reap(meta, KEYS[2], KEYS[3], legs, now)
     min_deadline = reset_deadline_hint(meta, KEYS[3])
   end
   if m[3] ~= ARGV[1] then return hold_done({LAYOUT_MISMATCH}) end
-  local a, b, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local a, b, ttl = int_of(ARGV[5]), int_of(ARGV[6]), int_of(ARGV[7])
   if not a or not b or not ttl or a < 0 or b > legs or a >= b or ttl <= 0 then
     return hold_done({INVALID_ARGUMENT})
   end
   local dep = list_at(m[5], a)
   if m[4] == 'cancelled' or not dep or now >= dep then return hold_done({SALE_CLOSED}) end
   -- 4. the user's live-hold limit (expired entries do not count; ended ones were removed)
-  local max_active = tonumber(ARGV[8]) or 0
+  local max_active = int_of(ARGV[8]) or 0
   if max_active < 0 then return hold_done({HOLD_LIMIT}) end
   if max_active > 0
     and redis.call('ZCOUNT', KEYS[5], '(' .. string.format('%d', now), '+inf') >= max_active then
