@@ -1,6 +1,7 @@
 """Same-run benchmark: one command, one run, one machine; every figure beside its baseline ratio.
 
-    .venv/bin/python loadtests/bench.py [--duration 10] [--connections 64] [--no-profile]
+    .venv/bin/python loadtests/bench.py [--duration 5] [--rounds 3] [--connections 64]
+        [--no-profile]
 
 What it does, in order (nothing shared: a private redis-server on a free port, a private
 Postgres database, a server of its own; all removed at the end):
@@ -16,7 +17,10 @@ Postgres database, a server of its own; all removed at the end):
    ``KAI_HOLD_RATE_PER_MIN=0``), holds of ``ttl_s`` 2 so that the reaper keeps inventory free.
    wrk (Lua ``request()`` rotating pre-built requests over many schedules, journeys and users):
    ``GET /healthz`` (the baseline), ``POST /v1/holds`` by class (1 or 2 seats), availability,
-   seat map. Then a py-spy profile of the worker under the hold load (a separate pass).
+   seat map, in ``--rounds`` interleaved rounds: the host's speed drifts by tens of percent
+   from minute to minute on shared VMs, so each scenario's ratio is taken per round, to the
+   baseline run just before it, and the median of the rounds is reported. Then a py-spy
+   profile of the worker under the hold load (a separate pass).
 3. The same server with ``--workers 2``: ``/healthz`` and holds.
 It prints a table, writes ``loadtests/reports/bench.json`` and rewrites the generated block of
 ``docs/PERFORMANCE.md`` (between the ``bench:begin``/``bench:end`` markers; the rest of the page
@@ -207,11 +211,42 @@ class LoadResult:
     script_calls: int = 0  # script calls (FCALL, EVALSHA) during the run
     # the commands the scripts ran, busiest first: (command, calls per script call, usec each)
     inner: list[tuple[str, float, float]] = field(default_factory=list)
+    rounds: list[float] = field(default_factory=list)  # ratio of each round (1 worker)
 
     @property
     def n5xx(self) -> int:
         """5xx answers; an uncounted answer >= 400 may be one, so it counts too."""
         return sum(n for s, n in self.status.items() if s.startswith("5") or s == NON_2XX)
+
+
+def combine_rounds(runs: list[LoadResult], baselines: list[LoadResult]) -> LoadResult:
+    """One figure from interleaved rounds: each round's ratio is to the baseline run just
+    before it (the host's speed drifts between runs, not within a pair), and each figure is
+    the median over the rounds; counts (requests, statuses, errors) are summed."""
+    ratios = [r.rps / b.rps if b.rps else 0.0 for r, b in zip(runs, baselines, strict=True)]
+    status: Counter[str] = Counter()
+    for r in runs:
+        status.update(r.status)
+    mid = sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+    return LoadResult(
+        name=runs[0].name,
+        label=runs[0].label,
+        workers=runs[0].workers,
+        rps=statistics.median(r.rps for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        requests=sum(r.requests for r in runs),
+        status=dict(status),
+        errors=sum(r.errors for r in runs),
+        ratio=statistics.median(ratios),
+        redis_busy=statistics.median(r.redis_busy for r in runs),
+        server_cpu=statistics.median(r.server_cpu for r in runs),
+        redis_cpu=statistics.median(r.redis_cpu for r in runs),
+        machine_cpu=statistics.median(r.machine_cpu for r in runs),
+        script_calls=sum(r.script_calls for r in runs),
+        inner=mid.inner,
+        rounds=ratios,
+    )
 
 
 def wrk_statuses(data: dict[str, Any]) -> dict[str, int]:
@@ -718,18 +753,22 @@ def render(
         "",
         f"Run: {meta['when']} on {meta['host']} ({meta['cpus']} CPUs, load average before the run "
         f"{meta['load']}); wrk {meta['threads']} thread(s), {meta['connections']} connections, "
-        f"{meta['duration']:.0f} s per figure after a {meta['warmup']:.0f} s warm-up; "
+        f"{meta['duration']:.0f} s per figure after a {meta['warmup']:.0f} s warm-up; 1 worker: "
+        f"{meta['rounds']} rounds, each scenario after a baseline run, figures the medians over "
+        "the rounds and each ratio the median of its rounds' ratios (per round in the last "
+        "column); "
         f"{meta['schedules']} schedules of 1,000 seats and 20 legs, {meta['users']} users.",
         "",
         "| scenario | workers | req/s | ratio to baseline | p50 ms | p99 ms | statuses "
-        "| Redis busy in scripts | server CPU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Redis busy in scripts | server CPU | ratio per round |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(r.status.items()))
         lines.append(
             f"| {r.label} | {r.workers} | {r.rps:,.0f} | {r.ratio:.2f} | {r.p50_ms:.2f} | "
-            f"{r.p99_ms:.2f} | {statuses} | {r.redis_busy:.0%} | {r.server_cpu:.0f}% |"
+            f"{r.p99_ms:.2f} | {statuses} | {r.redis_busy:.0%} | {r.server_cpu:.0f}% | "
+            f"{' '.join(f'{x:.2f}' for x in r.rounds)} |"
         )
     hold = by.get("holds-1w")
     avail = by.get("availability-1w")
@@ -858,8 +897,16 @@ def write_doc(block: str, path: Path = DOC) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="same-run benchmark (wrk + Redis stats)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per figure")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds per figure (per round)"
+    )
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="1-worker rounds, each scenario after the baseline; figures are medians",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--schedules", type=int, default=40)
@@ -921,28 +968,35 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 write_wrk_script(scripts / "seatmap.lua", read_requests(cat, 2000, "seatmap"))
                 url = server.base_url
-                for name, label, script in (
-                    ("healthz-1w", "`GET /healthz` (baseline)", "healthz"),
-                    ("holds-1w", "`POST /v1/holds` by class, 1-2 seats", "holds"),
-                    ("seat-holds-1w", "`POST /v1/holds` by seat id, 1-2 seats", "seat-holds"),
-                    ("availability-1w", "`GET .../availability`", "availability"),
-                    ("seatmap-1w", "`GET .../seatmap` (1,000 seats)", "seatmap"),
-                ):
-                    if not wanted(script, 1):
-                        continue
-                    results.append(
-                        measure(
-                            wrk,
-                            url,
-                            name,
-                            label,
-                            1,
-                            scripts / f"{script}.lua",
-                            args,
-                            redis_url,
-                            server.process.pid,
-                        )
+                one_worker = [
+                    scenario
+                    for scenario in (
+                        ("healthz-1w", "`GET /healthz` (baseline)", "healthz"),
+                        ("holds-1w", "`POST /v1/holds` by class, 1-2 seats", "holds"),
+                        ("seat-holds-1w", "`POST /v1/holds` by seat id, 1-2 seats", "seat-holds"),
+                        ("availability-1w", "`GET .../availability`", "availability"),
+                        ("seatmap-1w", "`GET .../seatmap` (1,000 seats)", "seatmap"),
                     )
+                    if wanted(scenario[2], 1)
+                ]
+                runs: dict[str, list[LoadResult]] = {name: [] for name, _, _ in one_worker}
+                for round_no in range(args.rounds):
+                    print(f"bench: round {round_no + 1} of {args.rounds}")
+                    for name, label, script in one_worker:
+                        runs[name].append(
+                            measure(
+                                wrk,
+                                url,
+                                name,
+                                label,
+                                1,
+                                scripts / f"{script}.lua",
+                                args,
+                                redis_url,
+                                server.process.pid,
+                            )
+                        )
+                results += [combine_rounds(rs, runs["healthz-1w"]) for rs in runs.values()]
                 if not args.no_profile:
                     profile = profile_holds(
                         wrk, url, scripts / f"{args.profile}.lua", server.process.pid, args
@@ -975,7 +1029,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base = next(r for r in results if r.name == "healthz-1w").rps
     for r in results:
-        r.ratio = r.rps / base if base else 0.0
+        if not r.rounds:  # 2 workers: to the median baseline of the 1-worker rounds
+            r.ratio = r.rps / base if base else 0.0
     meta = {
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "host": os.uname().nodename,
@@ -984,6 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "connections": args.connections,
         "duration": args.duration,
+        "rounds": args.rounds,
         "warmup": args.warmup,
         "schedules": args.schedules,
         "users": args.users,

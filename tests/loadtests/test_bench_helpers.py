@@ -116,3 +116,37 @@ def test_server_environment_drops_stray_kai_settings(monkeypatch: pytest.MonkeyP
     assert env["KAI_HOLD_RATE_PER_MIN"] == "0"
     assert env["KAI_HOLD_TTL_S"] == "5"
     assert len(env["KAI_JWT_SECRET"]) >= 16
+
+
+def _run(name: str, rps: float, p99: float = 10.0, status: str = "2xx/3xx") -> bench.LoadResult:
+    return bench.LoadResult(
+        name=name,
+        label=name,
+        workers=1,
+        rps=rps,
+        p50_ms=1.0,
+        p99_ms=p99,
+        requests=int(rps),
+        status={status: int(rps)},
+        errors=0,
+    )
+
+
+def test_rounds_pair_each_run_with_the_baseline_just_before_it() -> None:
+    baselines = [_run("healthz-1w", 10_000), _run("healthz-1w", 20_000), _run("healthz-1w", 16_000)]
+    holds = [_run("holds-1w", 5_000, 30.0), _run("holds-1w", 9_000, 12.0), _run("holds-1w", 8_800)]
+    combined = bench.combine_rounds(holds, baselines)
+    assert combined.rounds == [0.5, 0.45, 0.55]
+    # the median of the per-round ratios, not the ratio of the medians (8,800 / 16,000)
+    assert combined.ratio == 0.5
+    assert combined.rps == 8_800
+    assert combined.p99_ms == 12.0
+    assert combined.requests == 22_800
+    assert combined.status == {"2xx/3xx": 22_800}
+
+
+def test_an_error_status_of_any_round_reaches_the_combined_figure() -> None:
+    baselines = [_run("healthz-1w", 10_000)] * 3
+    holds = [_run("holds-1w", 5_000), _run("holds-1w", 10, status="5xx"), _run("holds-1w", 5_000)]
+    combined = bench.combine_rounds(holds, baselines)
+    assert combined.n5xx == 10
