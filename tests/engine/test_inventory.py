@@ -74,6 +74,31 @@ async def test_idempotency_replays_the_same_body_and_refuses_another(
     assert ok.code == Code.OK
 
 
+async def test_a_hold_made_now_equals_the_hold_redis_stored_and_its_replay(
+    inventory: Inventory, make_layout: Any
+) -> None:
+    await inventory.open(make_layout("NOW"))
+    by_seats = req("NOW", user="seat", a=1, b=3, seats=[4, 2], idempotency_key="k", body_hash="h")
+    held = []
+    for ask in (by_seats, req("NOW", user="cls", a=0, b=4, seat_class="economy", count=2)):
+        made = await inventory.hold(ask)  # the short reply: fields the caller knows are its own
+        assert made.code == Code.OK and made.hold is not None and not made.replayed
+        stored = await inventory.get_hold(made.hold.hold_id)
+        assert stored is not None
+        assert made.hold == stored
+        assert (made.hold.user, made.hold.a, made.hold.b, made.hold.status) == (
+            ask.user,
+            ask.a,
+            ask.b,
+            "held",
+        )
+        assert made.hold.created_ms < made.hold.expires_ms
+        held.append(made.hold)
+    replay = await inventory.hold(by_seats)  # the long reply
+    assert replay.replayed
+    assert replay.hold == held[0]
+
+
 async def test_rate_limit_counts_attempts_per_minute(
     inventory: Inventory, make_layout: Any
 ) -> None:
