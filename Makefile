@@ -98,7 +98,7 @@ loadtest: venv services
 	$(BIN)/python loadtests/run.py --profile loadtest $(LOADTEST_ARGS)
 
 # The same-run benchmark: wrk + Redis script stats; prints a table, rewrites the generated
-# block of docs/PERFORMANCE.md and its chart. BENCH_ARGS="--duration 20 --no-profile".
+# block of docs/PERFORMANCE.md and its chart. BENCH_ARGS="--rounds 5 --duration 10 --no-profile".
 bench: venv services
 	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)
 
