@@ -82,7 +82,9 @@ async def test_a_hold_made_now_equals_the_hold_redis_stored_and_its_replay(
     held = []
     for ask in (by_seats, req("NOW", user="cls", a=0, b=4, seat_class="economy", count=2)):
         made = await inventory.hold(ask)  # the short reply: fields the caller knows are its own
-        assert made.code == Code.OK and made.hold is not None and not made.replayed
+        assert made.code == Code.OK
+        assert made.hold is not None
+        assert not made.replayed
         stored = await inventory.get_hold(made.hold.hold_id)
         assert stored is not None
         assert made.hold == stored
