@@ -953,6 +953,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         os.environ["KAI_JWT_SECRET"] = env["KAI_JWT_SECRET"]  # for mint_token
         scripts = Path(tempfile.mkdtemp(prefix="kai-bench-wrk-"))
+
+        def load(server: Any, name: str, label: str, workers: int, script: str) -> LoadResult:
+            return measure(
+                wrk,
+                server.base_url,
+                name,
+                label,
+                workers,
+                scripts / f"{script}.lua",
+                args,
+                redis_url,
+                server.process.pid,
+            )
+
         try:
             with local_server(run, reports, 1, env, database_url=dsn, keep_keys=True) as server:
                 cat = create_catalogue(server.base_url, run, args.schedules, args.users)
@@ -983,19 +997,7 @@ def main(argv: list[str] | None = None) -> int:
                 for round_no in range(args.rounds):
                     print(f"bench: round {round_no + 1} of {args.rounds}")
                     for name, label, script in one_worker:
-                        runs[name].append(
-                            measure(
-                                wrk,
-                                url,
-                                name,
-                                label,
-                                1,
-                                scripts / f"{script}.lua",
-                                args,
-                                redis_url,
-                                server.process.pid,
-                            )
-                        )
+                        runs[name].append(load(server, name, label, 1, script))
                 results += [combine_rounds(rs, runs["healthz-1w"]) for rs in runs.values()]
                 if not args.no_profile:
                     profile = profile_holds(
@@ -1004,26 +1006,12 @@ def main(argv: list[str] | None = None) -> int:
                     if "error" in profile:
                         print(f"bench: profile: {profile['error']}")
             with local_server(run, reports, 2, env, database_url=dsn, keep_keys=True) as server:
-                url = server.base_url
                 for name, label, script in (
                     ("healthz-2w", "`GET /healthz`", "healthz"),
                     ("holds-2w", "`POST /v1/holds` by class, 1-2 seats", "holds"),
                 ):
-                    if not wanted(script, 2):
-                        continue
-                    results.append(
-                        measure(
-                            wrk,
-                            url,
-                            name,
-                            label,
-                            2,
-                            scripts / f"{script}.lua",
-                            args,
-                            redis_url,
-                            server.process.pid,
-                        )
-                    )
+                    if wanted(script, 2):
+                        results.append(load(server, name, label, 2, script))
         finally:
             shutil.rmtree(scripts, ignore_errors=True)
 
