@@ -10,9 +10,10 @@
 -- neighbours allow.
 --
 -- Everything here is made once, when the library loads: functions defined in a script's body are
--- new closures on every call, with an upvalue each for the call's state (~3% of a class hold,
--- with their garbage). One call's state lives in the locals of the `do` block below instead,
--- set by choose_seats; a script runs alone, so no two calls share them at once.
+-- new closures on every call, with an upvalue each for the call's state. Made here, with the car
+-- list kept by its text, a loaded class hold went from 460.7k to 431.4k instructions
+-- (docs/PERFORMANCE.md, "Seventh pass"). One call's state lives in the locals of the `do` block
+-- below instead, set by choose_seats; a script runs alone, so no two calls share them at once.
 
 -- Seat states as base-4 digits (parties of 1 and 2): DIGITS[v] spreads the bits of byte v to one
 -- digit each, seat 0 (the most significant bit) the most significant digit, so
