@@ -12,6 +12,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -21,7 +22,12 @@ from kai_inventory.engine.inventory import Inventory
 from kai_inventory.engine.keys import Keys
 from kai_inventory.engine.reaper import run_reaper
 from kai_inventory.persist.db import create_pool
-from kai_inventory.resilience import check_redis_config, create_service_redis
+from kai_inventory.resilience import (
+    REDIS_UNREACHABLE,
+    StartupCheckError,
+    check_redis_config,
+    create_service_redis,
+)
 from kai_inventory.sales import Sales
 from kai_inventory.settings import Settings
 from kai_inventory.ws import setup_ws
@@ -29,6 +35,7 @@ from kai_inventory.ws import setup_ws
 log = logging.getLogger("kai_inventory.app")
 
 BACKGROUND_STOP_TIMEOUT_S = 5.0
+REDIS_RECHECK_S = 2.0
 WEBSOCKETS = web.AppKey("kai_open_websockets", weakref.WeakSet[web.WebSocketResponse])
 
 
@@ -49,15 +56,27 @@ def _resources(settings: Settings) -> Callable[[web.Application], AsyncIterator[
         redis = create_service_redis(settings)
         pool = None
         inventory: Inventory | None = None
+        recheck: asyncio.Task[None] | None = None
         try:
-            await check_redis_config(redis)  # refuses an evicting Redis, warns when AOF is off
             inventory = Inventory(redis, Keys(settings.key_prefix))
-            await inventory.load_scripts()
+            try:
+                await check_redis_config(redis)  # refuses an evicting Redis, warns when AOF is off
+                await inventory.load_scripts()
+            except REDIS_UNREACHABLE as exc:
+                # a worker that starts while Redis is down serves (503 for what needs Redis)
+                # rather than exiting, which stops its siblings too; the scripts load on their
+                # first call (the registry reloads a missing library)
+                log.warning("Redis unreachable at start-up (%s); serving without it", exc)
+                recheck = asyncio.create_task(_check_redis_when_back(redis), name="redis-check")
             pool = await create_pool(settings)
             sales = Sales(settings, inventory, pool)
             app[CTX] = AppContext(settings, redis, inventory, pool, sales)
             yield
         finally:
+            if recheck is not None:
+                recheck.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recheck
             if pool is not None:
                 await pool.close()
             if inventory is not None:
@@ -65,6 +84,20 @@ def _resources(settings: Settings) -> Callable[[web.Application], AsyncIterator[
             await redis.aclose()
 
     return resources
+
+
+async def _check_redis_when_back(redis: Any) -> None:
+    """The start-up check of a Redis that did not answer at start-up, tried until it answers.
+    An evicting Redis found now is logged as an error: the service is serving already."""
+    while True:
+        await asyncio.sleep(REDIS_RECHECK_S)
+        try:
+            await check_redis_config(redis)
+        except REDIS_UNREACHABLE:
+            continue
+        except StartupCheckError as exc:
+            log.error("%s (found after start-up)", exc)
+        return
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

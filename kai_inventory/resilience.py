@@ -52,6 +52,14 @@ class CircuitOpenError(redis.exceptions.ConnectionError):
     """Raised without touching the network while the circuit is open."""
 
 
+# what an unreachable Redis raises: refused or reset connections, timeouts, an open circuit
+REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+
 class StartupCheckError(RuntimeError):
     """The Redis configuration would lose holds silently; start-up stops."""
 

@@ -33,6 +33,7 @@ from kai_inventory.engine.waiting_room import (
     WaitingRoom,
     run_admission,
 )
+from kai_inventory.resilience import REDIS_UNREACHABLE
 
 WAITING_ROOM = web.AppKey("kai_waiting_room", WaitingRoom)
 ADMISSION_HEADER = "X-Admission-Token"
@@ -266,7 +267,7 @@ async def _waiting_room_ctx(app: web.Application) -> AsyncIterator[None]:
     room = WaitingRoom(
         c.redis, Keys(c.settings.key_prefix), c.settings.jwt_secret, scripts=c.inventory.scripts
     )
-    with contextlib.suppress(OSError, ConnectionError):
+    with contextlib.suppress(*REDIS_UNREACHABLE):  # the admission loop refreshes it too
         await room.refresh_directory()
     app[WAITING_ROOM] = room
     stop = asyncio.Event()

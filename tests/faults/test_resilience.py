@@ -216,3 +216,46 @@ async def test_service_client_gives_up_on_a_silent_redis_within_its_timeout() ->
     finally:
         await client.aclose()
         listener.close()
+
+
+async def test_a_worker_started_while_redis_is_down_serves_and_holds_once_it_is_back(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Before, the start-up check raised and the worker exited, and `serve` stopped its siblings
+    with it: a Redis that was down while one worker (re)started took the whole service down."""
+    import asyncio
+    import time
+
+    import aiohttp
+
+    from kai_inventory.context import CTX
+    from kai_inventory.engine.codes import Code
+    from kai_inventory.engine.inventory import HoldRequest
+    from tests.engine.model import small_layout
+
+    port = free_port()  # nothing listens there yet
+    app = create_app(settings.replace(redis_url=f"redis://127.0.0.1:{port}/0"))
+    server = TestServer(app)
+    await server.start_server()  # serves without Redis rather than raising
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.make_url("/readyz")) as response:
+                assert response.status == 503
+                assert (await response.json())["checks"]["redis"] != "ok"
+        back = RedisServer(port, tmp_path / "redis").start()
+        try:
+            inventory = app[CTX].inventory
+            deadline = time.monotonic() + 15  # the circuit breaker's probe lets calls through
+            while True:
+                try:
+                    await inventory.open(small_layout("BACK"))  # the library loads on first use
+                    break
+                except redis.exceptions.ConnectionError:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.2)
+            held = await inventory.hold(HoldRequest("BACK", "u", 0, 2, 60_000, seats=[1]))
+            assert held.code == Code.OK
+        finally:
+            back.stop()
+    finally:
+        await server.close()
