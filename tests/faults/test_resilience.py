@@ -238,10 +238,12 @@ async def test_a_worker_started_while_redis_is_down_serves_and_holds_once_it_is_
     server = TestServer(app)
     await server.start_server()  # serves without Redis rather than raising
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(server.make_url("/readyz")) as response:
-                assert response.status == 503
-                assert (await response.json())["checks"]["redis"] != "ok"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.make_url("/readyz")) as response,
+        ):
+            assert response.status == 503
+            assert (await response.json())["checks"]["redis"] != "ok"
         back = RedisServer(port, tmp_path / "redis").start()
         try:
             inventory = app[CTX].inventory
