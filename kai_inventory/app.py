@@ -14,6 +14,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import redis.exceptions
 from aiohttp import WSCloseCode, web
 
 from kai_inventory.api import MAX_BODY_BYTES, setup_api
@@ -36,6 +37,7 @@ log = logging.getLogger("kai_inventory.app")
 
 BACKGROUND_STOP_TIMEOUT_S = 5.0
 REDIS_RECHECK_S = 2.0
+REDIS_REFUSED_US = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 WEBSOCKETS = web.AppKey("kai_open_websockets", weakref.WeakSet[web.WebSocketResponse])
 
 
@@ -65,7 +67,10 @@ def _resources(settings: Settings) -> Callable[[web.Application], AsyncIterator[
             except REDIS_UNREACHABLE as exc:
                 # a worker that starts while Redis is down serves (503 for what needs Redis)
                 # rather than exiting, which stops its siblings too; the scripts load on their
-                # first call (the registry reloads a missing library)
+                # first call (the registry reloads a missing library). Wrong credentials are a
+                # configuration error: start-up stops on them.
+                if isinstance(exc, REDIS_REFUSED_US):
+                    raise
                 log.warning("Redis unreachable at start-up (%s); serving without it", exc)
                 recheck = asyncio.create_task(_check_redis_when_back(redis), name="redis-check")
             pool = await create_pool(settings)

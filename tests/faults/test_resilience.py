@@ -261,3 +261,19 @@ async def test_a_worker_started_while_redis_is_down_serves_and_holds_once_it_is_
             back.stop()
     finally:
         await server.close()
+
+
+async def test_start_up_still_stops_on_wrong_redis_credentials(
+    tmp_path: Path, settings: Settings
+) -> None:
+    guarded = RedisServer(
+        free_port(), tmp_path / "redis", extra_args=("--requirepass", "right")
+    ).start()
+    try:
+        url = f"redis://:wrong@127.0.0.1:{guarded.port}/0"
+        server = TestServer(create_app(settings.replace(redis_url=url)))
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            await server.start_server()
+        await server.close()
+    finally:
+        guarded.stop()
