@@ -64,13 +64,12 @@ def _resources(settings: Settings) -> Callable[[web.Application], AsyncIterator[
             try:
                 await check_redis_config(redis)  # refuses an evicting Redis, warns when AOF is off
                 await inventory.load_scripts()
+            except REDIS_REFUSED_US:  # wrong credentials: a configuration error, not an outage
+                raise
             except REDIS_UNREACHABLE as exc:
                 # a worker that starts while Redis is down serves (503 for what needs Redis)
                 # rather than exiting, which stops its siblings too; the scripts load on their
-                # first call (the registry reloads a missing library). Wrong credentials are a
-                # configuration error: start-up stops on them.
-                if isinstance(exc, REDIS_REFUSED_US):
-                    raise
+                # first call (the registry reloads a missing library)
                 log.warning("Redis unreachable at start-up (%s); serving without it", exc)
                 recheck = asyncio.create_task(_check_redis_when_back(redis), name="redis-check")
             pool = await create_pool(settings)

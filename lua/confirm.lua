@@ -44,7 +44,7 @@ else
   taken_too = KEYS[3]
   local mine_seats = {}
   for _, i in ipairs(seats) do mine_seats[i] = true end
-  local others = live_holds_overlapping(KEYS[1], KEYS[4], function(k, i)
+  local others = live_holds_split(KEYS[1], KEYS[4], function(k, i)
     return k >= a and k < b and mine_seats[i]
   end)
   for _, o in ipairs(others) do

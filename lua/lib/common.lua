@@ -350,11 +350,11 @@ local function reap(meta_key, taken_key, deadlines_key, legs, now, limit)
   return #entries
 end
 
--- Live holds of the schedule that hold any of the given seat-legs (a predicate taking
--- (leg, seat)); returns list of {hk, hid, h}.
-local function live_holds_overlapping(meta_key, deadlines_key, taken)
-  local out = {}
-  for _, o in ipairs(live_among(meta_key, redis.call('ZRANGE', deadlines_key, 0, -1))) do
+-- The schedule's live holds split by a predicate taking (leg, seat): those that hold any
+-- seat-leg it is true for, and the rest; each {hk, hid, h} (one read of every live hold).
+local function live_holds_split(meta_key, deadlines_key, taken)
+  local hits, rest = {}, {}
+  for _, o in ipairs(live_among(meta_key, redis.call('ZRANGE', deadlines_key, '0', '-1'))) do
     local e = seat_legs(o[3])
     local hit = false
     for k = e[1], e[2] - 1 do
@@ -363,9 +363,9 @@ local function live_holds_overlapping(meta_key, deadlines_key, taken)
       end
       if hit then break end
     end
-    if hit then out[#out + 1] = o end
+    if hit then hits[#hits + 1] = o else rest[#rest + 1] = o end
   end
-  return out
+  return hits, rest
 end
 
 -- After sold seat-legs (`entries`) were written to sold: revoke the live holds on any sold
@@ -374,7 +374,7 @@ end
 -- remaining live holds' seat-legs. Returns the holds revoked.
 local function after_sold(meta_key, sold_key, taken_key, deadlines_key, legs, entries, rebuild)
   local sold = redis.call('GET', sold_key) or ''
-  local others = live_holds_overlapping(meta_key, deadlines_key, function(k, i)
+  local others, kept = live_holds_split(meta_key, deadlines_key, function(k, i)
     return bit_at(sold, legs, k, i)
   end)
   for _, o in ipairs(others) do
@@ -386,9 +386,7 @@ local function after_sold(meta_key, sold_key, taken_key, deadlines_key, legs, en
   end
   redis.call('SET', taken_key, sold)
   local live = {}
-  for _, o in ipairs(live_among(meta_key, redis.call('ZRANGE', deadlines_key, 0, -1))) do
-    live[#live + 1] = seat_legs(o[3])
-  end
+  for _, o in ipairs(kept) do live[#live + 1] = seat_legs(o[3]) end
   bits_write(taken_key, live, legs, 1)
   return #others
 end
