@@ -935,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = HERE / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     run = "bn" + run_id()[2:]
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results: list[LoadResult] = []
     profile: dict[str, Any] = {}
     with private_redis() as redis_server, private_database(run) as dsn:
@@ -954,7 +954,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["KAI_JWT_SECRET"] = env["KAI_JWT_SECRET"]  # for mint_token
         scripts = Path(tempfile.mkdtemp(prefix="kai-bench-wrk-"))
 
-        def load(server: Any, name: str, label: str, workers: int, script: str) -> LoadResult:
+        def run_scenario(
+            server: Any, name: str, label: str, workers: int, script: str
+        ) -> LoadResult:
             return measure(
                 wrk,
                 server.base_url,
@@ -997,7 +999,7 @@ def main(argv: list[str] | None = None) -> int:
                 for round_no in range(args.rounds):
                     print(f"bench: round {round_no + 1} of {args.rounds}")
                     for name, label, script in one_worker:
-                        runs[name].append(load(server, name, label, 1, script))
+                        runs[name].append(run_scenario(server, name, label, 1, script))
                 results += [combine_rounds(rs, runs["healthz-1w"]) for rs in runs.values()]
                 if not args.no_profile:
                     profile = profile_holds(
@@ -1011,7 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
                     ("holds-2w", "`POST /v1/holds` by class, 1-2 seats", "holds"),
                 ):
                     if wanted(script, 2):
-                        results.append(load(server, name, label, 2, script))
+                        results.append(run_scenario(server, name, label, 2, script))
         finally:
             shutil.rmtree(scripts, ignore_errors=True)
 
@@ -1023,7 +1025,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "host": os.uname().nodename,
         "cpus": os.cpu_count(),
-        "load": load,
+        "load": load_avg,
         "threads": args.threads,
         "connections": args.connections,
         "duration": args.duration,
