@@ -156,9 +156,13 @@ end
 """
 
 
+# one wrk request: method, url, headers, body ("" for none)
+WrkRequest = tuple[str, str, dict[str, str], str]
+
+
 def write_wrk_script(
     path: Path,
-    requests: list[tuple[str, str, dict[str, str], str]],
+    requests: list[WrkRequest],
     count_statuses: bool = False,
 ) -> None:
     lines = []
@@ -409,9 +413,9 @@ def journey(rng: random.Random) -> tuple[str, str]:
     return BENCH_STOPS[a], BENCH_STOPS[b]
 
 
-def hold_requests(cat: Catalogue, n: int, ttl_s: int, seed: int = 1) -> list[Any]:
+def hold_requests(cat: Catalogue, n: int, ttl_s: int, seed: int = 1) -> list[WrkRequest]:
     rng = random.Random(seed)
-    out = []
+    out: list[WrkRequest] = []
     for _ in range(n):
         a, b = journey(rng)
         body = {
@@ -430,10 +434,10 @@ def hold_requests(cat: Catalogue, n: int, ttl_s: int, seed: int = 1) -> list[Any
     return out
 
 
-def seat_hold_requests(cat: Catalogue, n: int, ttl_s: int, seed: int = 3) -> list[Any]:
+def seat_hold_requests(cat: Catalogue, n: int, ttl_s: int, seed: int = 3) -> list[WrkRequest]:
     """Holds by seat id: 1 or 2 random economy seats (some taken already: 409 is expected)."""
     rng = random.Random(seed)
-    out = []
+    out: list[WrkRequest] = []
     for _ in range(n):
         a, b = journey(rng)
         seats = sorted(
@@ -442,7 +446,12 @@ def seat_hold_requests(cat: Catalogue, n: int, ttl_s: int, seed: int = 3) -> lis
                 for _ in range(rng.choice((1, 2)))
             }
         )
-        body = {"schedule_id": rng.choice(cat.schedules), "from": a, "to": b, "seats": seats}
+        body: dict[str, object] = {
+            "schedule_id": rng.choice(cat.schedules),
+            "from": a,
+            "to": b,
+            "seats": seats,
+        }
         body["ttl_s"] = ttl_s
         headers = {
             "Authorization": f"Bearer {rng.choice(cat.tokens)}",
@@ -452,9 +461,9 @@ def seat_hold_requests(cat: Catalogue, n: int, ttl_s: int, seed: int = 3) -> lis
     return out
 
 
-def read_requests(cat: Catalogue, n: int, kind: str, seed: int = 2) -> list[Any]:
+def read_requests(cat: Catalogue, n: int, kind: str, seed: int = 2) -> list[WrkRequest]:
     rng = random.Random(seed)
-    out = []
+    out: list[WrkRequest] = []
     for _ in range(n):
         a, b = journey(rng)
         sid = rng.choice(cat.schedules)

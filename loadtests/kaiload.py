@@ -15,6 +15,7 @@ import secrets
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,7 +167,7 @@ def seat_labels(n: int) -> list[str]:
 
 
 def make_schedule_info(
-    schedule_id: str, stops: list[str], date: str, coaches: list[CoachSpec]
+    schedule_id: str, stops: Sequence[str], date: str, coaches: list[CoachSpec]
 ) -> ScheduleInfo:
     info = ScheduleInfo(schedule_id, list(stops), date, list(coaches))
     for coach in coaches:

@@ -81,14 +81,16 @@ def _journey(info: ScheduleInfo, rng: random.Random, hot: bool = False) -> tuple
     return stops[a], stops[b]
 
 
-@events.request.add_listener
+# locust's EventHook.add_listener and LoadTestShape's methods carry no annotations: hence the
+# narrow ignores below
+@events.request.add_listener  # type: ignore[untyped-decorator]  # locust: unannotated
 def _count_status(name: str, response: Any = None, **_: Any) -> None:
     status = getattr(response, "status_code", None)
     if status is not None:
         STATUS_COUNTS[name][int(status)] += 1
 
 
-@events.test_start.add_listener
+@events.test_start.add_listener  # type: ignore[untyped-decorator]  # locust: unannotated
 def _create_schedules(environment: Any, **_: Any) -> None:
     if os.environ.get("KAILT_SETUP", "1") != "1":
         return
@@ -116,12 +118,12 @@ def write_summary() -> None:
     os.replace(tmp, SUMMARY_PATH)
 
 
-@events.test_stop.add_listener
+@events.test_stop.add_listener  # type: ignore[untyped-decorator]  # locust: unannotated
 def _on_stop(**_: Any) -> None:
     write_summary()
 
 
-@events.quitting.add_listener
+@events.quitting.add_listener  # type: ignore[untyped-decorator]  # locust: unannotated
 def _on_quit(**_: Any) -> None:
     write_summary()
 
@@ -401,6 +403,7 @@ class SeatMapWatcher(_ApiUser):
         )
 
     def connect(self) -> None:
+        assert self.host is not None  # FastHttpUser refuses to start without a host
         base = self.host.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
         peak = _peak()
         started = time.perf_counter()
@@ -507,12 +510,12 @@ class SaleOpeningShape(LoadTestShape):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # locust: unannotated
         self.duration = DURATION_S
         self.peak = PEAK_USERS
 
     def tick(self) -> tuple[int, float] | None:
-        t = self.get_run_time()
+        t: float = self.get_run_time()  # type: ignore[no-untyped-call]  # locust: unannotated
         if t >= self.duration:
             return None
         ramp_end = max(1.0, min(3.0, 0.08 * self.duration))

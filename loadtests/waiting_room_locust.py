@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import asyncpg
@@ -189,7 +189,12 @@ async def run_scenario(base: str, secret: str, prefix: str, args: argparse.Names
                             stats.frame_gaps_s.append(now - last)
                         last = now
                         if base_of is None and time.time() > opens:
-                            rank = await redis.zrank(SaleKeys.of(Keys(prefix), sale).queue, user)
+                            # redis-py types zrank for withscore=True too (a list); without
+                            # it the answer is the rank or None
+                            rank = cast(
+                                "int | None",
+                                await redis.zrank(SaleKeys.of(Keys(prefix), sale).queue, user),
+                            )
                             popped = int(
                                 await redis.hget(SaleKeys.of(Keys(prefix), sale).cfg, "popped") or 0
                             )
@@ -349,7 +354,7 @@ def main() -> None:
 if __name__ != "__main__":  # under Locust only: importing it monkey-patches (gevent) asyncio away
     from locust import HttpUser, between, task
 
-    class WaitingRoomUser(HttpUser):  # type: ignore[misc,valid-type]
+    class WaitingRoomUser(HttpUser):
         """Set KAI_JWT_SECRET, WR_SALE and WR_SCHEDULE (a sale made beforehand by an operator)."""
 
         wait_time = between(1, 2)

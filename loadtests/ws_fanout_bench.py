@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -41,7 +42,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from kai_inventory.localstack import free_port
 
@@ -69,7 +71,7 @@ def run_service(port: int, prefix: str, window_ms: int) -> None:
     async def main() -> None:
         import redis.asyncio as aioredis
 
-        from kai_inventory.context import CTX
+        from kai_inventory.context import CTX, AppContext
         from kai_inventory.engine.inventory import Inventory
         from kai_inventory.engine.keys import Keys
         from kai_inventory.settings import Settings
@@ -80,13 +82,11 @@ def run_service(port: int, prefix: str, window_ms: int) -> None:
         inventory = Inventory(client, Keys(prefix))
         await inventory.load_scripts()
 
-        class Ctx:
-            pass
-
-        ctx = Ctx()
-        ctx.settings, ctx.redis, ctx.inventory, ctx.sales = settings, client, inventory, None  # type: ignore[attr-defined]
+        # a partial AppContext (no Postgres pool, no sales): setup_ws reads only settings,
+        # inventory and, when there, sales
+        ctx = SimpleNamespace(settings=settings, redis=client, inventory=inventory, sales=None)
         app = web.Application()
-        app[CTX] = ctx  # type: ignore[assignment]
+        app[CTX] = cast(AppContext, ctx)
         setup_ws(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -166,9 +166,10 @@ class WSClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # typeshed types the argument BaseTransport; a stream connection's is a Transport
+        self.transport = stream = cast(asyncio.Transport, transport)
         key = base64.b64encode(secrets.token_bytes(16)).decode()
-        transport.write(
+        stream.write(
             (
                 f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -253,7 +254,7 @@ def run_clients(
             sample = i % sample_every == 0
             slow = bool(slow_every) and i % slow_every == slow_every - 1 and not sample
             await loop.create_connection(
-                lambda s=sample, w=slow: WSClient(shared, sub_msg, s, w, port), "127.0.0.1", port
+                functools.partial(WSClient, shared, sub_msg, sample, slow, port), "127.0.0.1", port
             )
             if i % 200 == 199:
                 await asyncio.sleep(0.05)
