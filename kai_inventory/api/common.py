@@ -103,9 +103,17 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
             msgspec.json.decode(raw)
         except msgspec.DecodeError:
             raise ApiError("malformed_json", "the body is not valid JSON") from None
+        except RecursionError:  # untyped decoding recurses per nesting level
+            raise too_deep() from None
         raise invalid_many([field_error_from_validation(str(exc))]) from None
     except msgspec.DecodeError as exc:
         raise ApiError("malformed_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise too_deep() from None
+
+
+def too_deep() -> ApiError:
+    return ApiError("malformed_json", "the body nests arrays or objects too deeply")
 
 
 # Decoded query strings of frozen (immutable, so shareable) types, by (type, raw query string):

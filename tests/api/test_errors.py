@@ -121,3 +121,22 @@ def test_decoded_body_is_the_struct() -> None:
         }
     )
     assert isinstance(decode_body(raw, ScheduleDef), ScheduleDef)
+
+
+_DEEP = 5000  # past the interpreter's recursion limit, where untyped decoding stops
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * _DEEP + b"]" * _DEEP,
+        b'{"queries": ' + b"[" * _DEEP + b"]" * _DEEP + b"}",
+        b'{"a": ' * _DEEP + b"1" + b"}" * _DEEP,
+    ],
+    ids=["top-level", "in-a-field", "objects"],
+)
+def test_a_body_nested_past_the_recursion_limit_is_malformed_not_a_crash(body: bytes) -> None:
+    with pytest.raises(ApiError) as caught:
+        decode_body(body, ScheduleDef)
+    assert caught.value.code == "malformed_json"
+    assert caught.value.status == 400

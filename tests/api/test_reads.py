@@ -191,6 +191,14 @@ async def test_batch_query_body_is_validated(client, body: dict[str, Any]) -> No
     await problem(await client.post("/v1/availability/query", json=body), 422, "invalid_request")
 
 
+async def test_a_batch_query_nested_thousands_deep_is_400_not_500(client) -> None:  # type: ignore[no-untyped-def]
+    body = b'{"queries": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    response = await client.post(
+        "/v1/availability/query", data=body, headers={"Content-Type": "application/json"}
+    )
+    await problem(response, 400, "malformed_json")
+
+
 async def test_batch_query_of_200_journeys_is_answered(client) -> None:  # type: ignore[no-untyped-def]
     ids = [await create_schedule(client) for _ in range(3)]
     stations = ["GMR", "CN", "PWT", "YK"]
