@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_resources(settings))
     app.cleanup_ctx.append(_background)
     setup_api(app, settings)
-    setup_ws(app)
+    setup_ws(app, demo=settings.demo)
     app[WEBSOCKETS] = weakref.WeakSet()
     app.on_response_prepare.append(_track_websocket)
     app.on_shutdown.append(_close_websockets)

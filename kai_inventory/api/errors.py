@@ -63,6 +63,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     available: int | None = None
     sale_id: str | None = None
     request_id: str | None = None
+    checks: dict[str, str] | None = None  # /readyz: each readiness check's result
 
 
 class ApiError(Exception):

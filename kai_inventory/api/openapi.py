@@ -148,6 +148,18 @@ _IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
 }
 
+_ADMISSION_TOKEN = {
+    "name": "X-Admission-Token",
+    "in": "header",
+    "required": False,
+    "description": (
+        "While a sale is active on the schedule (the waiting room): the caller's admission "
+        "token from its queue place; without it, or with another user's or an expired one, "
+        "403 not_admitted."
+    ),
+    "schema": {"type": "string"},
+}
+
 
 def _body(schema: str) -> dict[str, Any]:
     return {"required": True, "content": {JSON: {"schema": ref(schema)}}}
@@ -191,7 +203,7 @@ def _paths(components: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "operationId": "readyz",
                 "responses": {
                     "200": _ok(200, "Readiness"),
-                    "503": _ok(503, "Readiness", "Not ready; `checks` names what failed"),
+                    **_problems(503),
                 },
             }
         },
@@ -321,7 +333,7 @@ def _paths(components: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "summary": "Hold seats for a journey: by seat ids, or by class and count",
                 "operationId": "createHold",
                 "security": _TOKEN,
-                "parameters": [_IDEMPOTENCY_KEY],
+                "parameters": [_IDEMPOTENCY_KEY, _ADMISSION_TOKEN],
                 "requestBody": _body("HoldCreate"),
                 "responses": {
                     "201": _ok(201, "HoldView"),

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import msgspec
 import prometheus_client
 from aiohttp import web
 
 from kai_inventory import metrics
 from kai_inventory.api.common import ctx, json_response
+from kai_inventory.api.errors import PROBLEM_CONTENT_TYPE, ApiError, problem_body
+from kai_inventory.api.middleware import request_id_of
 from kai_inventory.api.schemas import Health, Readiness
 from kai_inventory.context import AppContext
 from kai_inventory.persist import migrate
@@ -66,18 +69,25 @@ async def _run(name: str, c: AppContext) -> str:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 when Redis and Postgres answer, the scripts are loaded and no migration is pending."""
+    """200 when Redis and Postgres answer, the scripts are loaded and no migration is pending;
+    else 503 ``dependency_unavailable`` (problem+json, as every error) with ``checks``."""
     c = ctx(request)
     names = list(_CHECKS)
     results = dict(zip(names, await asyncio.gather(*(_run(n, c) for n in names)), strict=True))
     for dependency in ("redis", "postgres"):
         metrics.DEPENDENCY_UP.labels(dependency).set(1 if results[dependency] == "ok" else 0)
-    ready = all(value == "ok" for value in results.values())
-    if not ready:
-        log.warning("not ready: %s", {k: v for k, v in results.items() if v != "ok"})
-    body = Readiness("ok" if ready else "unavailable", results)
-    headers = None if ready else {"Retry-After": "2"}
-    return json_response(body, status=200 if ready else 503, headers=headers)
+    failed = {k: v for k, v in results.items() if v != "ok"}
+    if not failed:
+        return json_response(Readiness("ok", results))
+    log.warning("not ready: %s", failed)
+    error = ApiError("dependency_unavailable", f"not ready: {', '.join(failed)}", retry_after_s=2)
+    problem = msgspec.structs.replace(error.problem(request_id_of(request)), checks=results)
+    return web.Response(
+        body=problem_body(problem),
+        status=error.status,
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=error.headers,
+    )
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

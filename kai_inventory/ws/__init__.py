@@ -35,14 +35,14 @@ __all__ = ["WS_STATE", "WsState", "setup_ws"]
 log = logging.getLogger(__name__)
 
 
-def setup_ws(app: web.Application) -> None:
+def setup_ws(app: web.Application, *, demo: bool = False) -> None:
     state = WsState()
     app[WS_STATE] = state
     app.router.add_get("/v1/ws", ws_handler)
     app.router.add_get("/", index_handler)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
-    # The settings are known only at start-up; the handler answers 404 unless demo mode is on.
-    app.router.add_get("/v1/demo/token", demo_token_handler)
+    if demo:  # a route only in demo mode, so that the OpenAPI document has it only then
+        app.router.add_get("/v1/demo/token", demo_token_handler)
     app.cleanup_ctx.append(_fanout_ctx)
     setup_queue_watch(app)  # waiting room: live queue position (after the API's ctx)
     app.on_shutdown.append(_on_shutdown)

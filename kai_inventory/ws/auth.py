@@ -1,8 +1,9 @@
 """Tokens on the WebSocket front, by the API's rules (``kai_inventory.api.auth``).
 
-A subscription reads, so it needs ``inventory:read`` (admin passes every check), unless
-``KAI_ANONYMOUS_READS=1``. A token that is present is verified all the same. In demo mode the
-page fetches a token for a demo user from ``GET /v1/demo/token``.
+A subscription reads, so it needs a token with ``inventory:read`` or ``inventory:hold`` (as the
+REST reads; admin passes every check), unless ``KAI_ANONYMOUS_READS=1``. A token that is present
+is verified all the same. The waiting room's ``queue`` op needs ``inventory:hold``, as its REST
+twin. In demo mode the page fetches a token for a demo user from ``GET /v1/demo/token``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,19 @@ DEMO_SCOPES = f"{SCOPE_READ} {SCOPE_HOLD}"
 DEMO_TTL_S = 3600
 
 
+READ_SCOPES = frozenset({SCOPE_READ, SCOPE_HOLD})  # as the REST reads (``api.common.reader``)
+
+
 def check_read(verifier: TokenVerifier, token: str) -> Principal:
     """The token's principal, or ApiError unauthorized (401) / forbidden (403)."""
     principal = verifier.verify(token)
-    if principal.is_admin or SCOPE_READ in principal.scopes:
+    if principal.is_admin or not principal.scopes.isdisjoint(READ_SCOPES):
         return principal
-    raise ApiError("forbidden", f"the token lacks the scope {SCOPE_READ}")
+    raise ApiError("forbidden", f"the token lacks the scope {SCOPE_READ} or {SCOPE_HOLD}")
+
+
+def may_hold(principal: Principal) -> bool:
+    return principal.is_admin or SCOPE_HOLD in principal.scopes
 
 
 def problem_response(error: ApiError) -> web.Response:

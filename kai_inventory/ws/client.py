@@ -73,6 +73,7 @@ class Client:
         "_writer",
         "authenticated",
         "conn_id",
+        "holder",
         "last_progress",
         "queue_limit",
         "sub_seq",
@@ -97,6 +98,7 @@ class Client:
         self.subs: dict[str, Subscription] = {}
         self.sub_seq = 0
         self.user: str | None = None
+        self.holder = False  # the token may hold (inventory:hold or admin): the queue needs it
         self.authenticated = False
         self.last_progress = time.monotonic()
         self._queue: collections.deque[Entry] = collections.deque()

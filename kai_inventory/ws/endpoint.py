@@ -20,7 +20,7 @@ from kai_inventory.api.auth import TokenVerifier
 from kai_inventory.api.errors import ApiError
 from kai_inventory.settings import Settings
 from kai_inventory.ws import protocol
-from kai_inventory.ws.auth import check_read, demo_token, demo_user, problem_response
+from kai_inventory.ws.auth import check_read, demo_token, demo_user, may_hold, problem_response
 from kai_inventory.ws.client import Client
 from kai_inventory.ws.fanout import Fanout
 from kai_inventory.ws.hub import Hub
@@ -63,12 +63,14 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if not _origin_allowed(settings, request):
         return problem_response(ApiError("forbidden", "origin not allowed"))
     user: str | None = None
+    holder = False
     token = request.query.get("token")
     if token is not None:
         try:
-            user = check_read(verifier, token).sub
+            principal = check_read(verifier, token)
         except ApiError as exc:
             return problem_response(exc)
+        user, holder = principal.sub, may_hold(principal)
     authed = settings.anonymous_reads or user is not None
 
     # aiohttp refuses a frame of max_msg_size bytes or more; the contract allows 4 KiB exactly
@@ -76,6 +78,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     client = Client(ws, hub.next_conn_id(), fanout.resync, transport=request.transport)
     client.user = user
+    client.holder = holder
     client.authenticated = authed
     hub.add_client(client)
     client.start()
@@ -122,6 +125,7 @@ async def _handle(
                 except ApiError as exc:
                     raise protocol.ProtocolError(exc.code, exc.detail) from None
                 client.user = principal.sub
+                client.holder = may_hold(principal)
                 client.authenticated = True
                 client.send(protocol.encode(protocol.Authenticated(principal.sub or "")))
             case protocol.Subscribe():

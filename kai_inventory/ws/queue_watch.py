@@ -104,6 +104,10 @@ class QueueWatcher:
         if user is None:
             client.send(_ENCODE(QueueError("unauthorized", "the queue needs a token", sale_id)))
             return
+        if not client.holder:  # as POST /v1/sales/{id}/queue
+            detail = "the queue needs a token with the scope inventory:hold"
+            client.send(_ENCODE(QueueError("forbidden", detail, sale_id)))
+            return
         place = await self.room.join(sale_id, user)
         if place.code != QCode.OK:
             code = {QCode.SALE_NOT_FOUND: "sale_not_found", QCode.SALE_NOT_OPEN: "sale_not_open"}

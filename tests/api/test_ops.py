@@ -44,8 +44,10 @@ async def test_readyz_is_503_naming_the_failed_checks(client) -> None:  # type: 
     await client.app[CTX].pool.close()
     response = await client.get("/readyz")
     assert response.status == 503
+    assert response.content_type == "application/problem+json"  # as every error
     body = await response.json()
-    assert body["status"] == "unavailable"
+    assert body["code"] == "dependency_unavailable"
+    assert body["status"] == 503
     assert body["checks"]["redis"] == "ok"
     assert body["checks"]["postgres"] != "ok"
     assert response.headers["Retry-After"]

@@ -171,3 +171,5 @@ async def test_the_openapi_document_describes_the_waiting_room(client: Client) -
     ):
         assert path in document["paths"]
     assert "QueuePlace" in document["components"]["schemas"]
+    create_hold = document["paths"]["/v1/holds"]["post"]
+    assert "X-Admission-Token" in {p["name"] for p in create_hold["parameters"]}

@@ -94,7 +94,7 @@ async def ws_server(ws_settings: Settings) -> AsyncIterator[Server]:
         await inv.load_scripts()
         app = web.Application()
         app[CTX] = MiniContext(settings, client, inv)  # type: ignore[arg-type]
-        setup_ws(app)
+        setup_ws(app, demo=settings.demo)
         server = TestServer(app)
         await server.start_server()
         servers.append(server)

@@ -289,17 +289,20 @@ async def test_with_anonymous_reads_off_a_token_is_needed(
         assert (await recv(ws))["code"] == "unauthorized"
         await ws.send_json({"op": "auth", "token": "garbage"})
         assert (await recv(ws))["code"] == "unauthorized"
-        await ws.send_json({"op": "auth", "token": token(scope="inventory:hold")})
+        await ws.send_json({"op": "auth", "token": token(scope="billing:read")})
         assert (await recv(ws))["code"] == "forbidden"
         await ws.send_json({"op": "auth", "token": token()})
         assert await recv(ws) == {"type": "authenticated", "user": "alice"}
         await subscribe(ws)
     async with session.ws_connect(url.with_query(token=token())) as ws:
         await subscribe(ws)
+    # a hold-scoped token reads, as on the REST reads (a booking client watches its seat map)
+    async with session.ws_connect(url.with_query(token=token(scope="inventory:hold"))) as ws:
+        await subscribe(ws)
     for bad, status in (
         (token(exp_in=-10), 401),
         ("x.y.z", 401),
-        (token(scope="inventory:hold"), 403),
+        (token(scope="billing:read"), 403),
     ):
         async with session.get(url.with_query(token=bad)) as resp:
             assert resp.status == status

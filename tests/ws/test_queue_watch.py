@@ -38,9 +38,14 @@ def test_positions_are_shown_in_buckets_never_better_than_the_truth() -> None:
 
 
 async def _frames(
-    client: Client, user: str, sale_id: str, until: str, limit_s: float
+    client: Client,
+    user: str,
+    sale_id: str,
+    until: str,
+    limit_s: float,
+    scope: str = "inventory:read inventory:hold",
 ) -> list[tuple[float, dict[str, Any]]]:
-    token = issue_token(SECRET, user, "inventory:read inventory:hold", 600)
+    token = issue_token(SECRET, user, scope, 600)
     frames: list[tuple[float, dict[str, Any]]] = []
     async with client.session.ws_connect(client.make_url(f"/v1/ws?token={token}")) as ws:
         await ws.send_json({"op": "queue", "sale_id": sale_id})
@@ -99,3 +104,15 @@ async def test_queue_op_on_an_unknown_sale_is_an_error_frame(
     frames = await _frames(client, "budi", "nosuch", "error", limit_s=3)
     assert frames[-1][1]["type"] == "error"
     assert frames[-1][1]["code"] == "sale_not_found"
+
+
+async def test_queue_op_takes_the_scope_of_its_rest_twin(
+    make_client: Callable[..., Awaitable[Client]],  # noqa: F811
+) -> None:
+    client = await make_client()
+    # a hold-only token opens the socket and reaches the queue (here: no such sale)
+    frames = await _frames(client, "budi", "nosuch", "error", limit_s=3, scope="inventory:hold")
+    assert frames[-1][1]["code"] == "sale_not_found"
+    # a read-only token may not queue, as POST /v1/sales/{id}/queue
+    frames = await _frames(client, "budi", "nosuch", "error", limit_s=3, scope="inventory:read")
+    assert frames[-1][1]["code"] == "forbidden"
