@@ -234,11 +234,41 @@ async def _owned_hold(c: AppContext, hold_id: str, owner: str | None) -> tuple[H
     if schedule_of_hold(hold_id) is None:
         raise hold_not_found(hold_id)
     hold = await c.inventory.get_hold(hold_id)
-    if hold is None or (owner is not None and hold.user != owner):
+    if hold is None:
+        return await _confirmed_hold(c, hold_id, owner)
+    if owner is not None and hold.user != owner:
         raise hold_not_found(hold_id)
     layout = await find_layout(c, hold.schedule_id)
     if layout is None:
         raise hold_not_found(hold_id)
+    return hold, layout
+
+
+async def _confirmed_hold(c: AppContext, hold_id: str, owner: str | None) -> tuple[Hold, Layout]:
+    """A hold Redis no longer has (lost with its data) that was confirmed: rebuilt from its
+    booking in Postgres, which outlives Redis; any other hold Redis lost is not found."""
+    record = await c.sales.booked_hold(hold_id, owner)
+    if record is None:
+        raise hold_not_found(hold_id)
+    booking = record.booking
+    layout = await find_layout(c, booking.schedule_id)
+    if layout is None:
+        raise hold_not_found(hold_id)
+    seats = [i for t in booking.tickets if (i := layout.seat_index(t.seat)) is not None]
+    if len(seats) != len(booking.tickets):  # the train's seats changed since
+        raise hold_not_found(hold_id)
+    hold = Hold(
+        hold_id=hold_id,
+        schedule_id=booking.schedule_id,
+        user=booking.user,
+        a=record.from_index,
+        b=record.to_index,
+        seats=seats,
+        status="confirmed",
+        expires_ms=record.hold_expires_ms,
+        created_ms=record.hold_expires_ms,
+        booking_number=booking.booking_number,
+    )
     return hold, layout
 
 
@@ -256,6 +286,8 @@ async def release_hold(request: web.Request) -> web.Response:
         raise hold_not_found(hold_id)
     code, hold = await c.inventory.release(hold_id, principal.owner)
     if code == Code.HOLD_NOT_FOUND or hold is None:
+        if await c.sales.booked_hold(hold_id, principal.owner) is not None:  # Redis lost it
+            raise ApiError("hold_confirmed", "this hold is confirmed; cancel the booking instead")
         raise hold_not_found(hold_id)
     if code == Code.HOLD_CONFIRMED:
         raise ApiError("hold_confirmed", "this hold is confirmed; cancel the booking instead")

@@ -58,6 +58,7 @@ class BookingDraft:
     payment_method: str
     payment_reference: str
     payment_amount: decimal.Decimal
+    hold_expires_ms: int | None = None  # kept so the hold can be shown after Redis lost it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ class BookingRecord:
     from_index: int
     to_index: int
     refund: Refund | None
+    # the hold's expires_at (epoch ms); for bookings written before it was kept: booking time
+    hold_expires_ms: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,7 +142,13 @@ async def insert_booking(
             draft.to_station,
             total,
             len(draft.tickets),
-            _JSON.encode({"from": draft.from_station, "to": draft.to_station}).decode(),
+            _JSON.encode(
+                {
+                    "from": draft.from_station,
+                    "to": draft.to_station,
+                    "hold_expires_ms": draft.hold_expires_ms,
+                }
+            ).decode(),
         )
         if booking_id is None:
             existing = await get_booking(conn, hold_id=draft.hold_id)
@@ -241,7 +250,9 @@ async def _audit(
 
 _BOOKING_SQL = """
 SELECT b.id, b.booking_number, b.hold_id, b.user_id, b.schedule_id, b.from_index, b.to_index,
-       b.from_station, b.to_station, b.status::text AS status
+       b.from_station, b.to_station, b.status::text AS status,
+       coalesce((b.booking_details ->> 'hold_expires_ms')::bigint,
+                (extract(epoch FROM b.booking_date) * 1000)::bigint) AS hold_expires_ms
 FROM bookings b
 """
 _BY_NUMBER = _BOOKING_SQL + "WHERE b.booking_number = $1"
@@ -298,7 +309,9 @@ async def get_booking(
         ],
         user=row["user_id"],
     )
-    return BookingRecord(booking, row["from_index"], row["to_index"], refund)
+    return BookingRecord(
+        booking, row["from_index"], row["to_index"], refund, row["hold_expires_ms"]
+    )
 
 
 def _money(text: str) -> str:

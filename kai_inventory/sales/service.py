@@ -195,6 +195,18 @@ class Sales(Recovery):
             return None
         return record.booking
 
+    async def booked_hold(self, hold_id: str, user: str | None) -> pg_bookings.BookingRecord | None:
+        """The booking a hold was confirmed into (``user``'s, or anyone's for None): what shows
+        the hold once Redis has lost it (a restart without persistence, a failover)."""
+
+        async def work(conn: asyncpg.Connection) -> pg_bookings.BookingRecord | None:
+            return await pg_bookings.get_booking(conn, hold_id=hold_id)
+
+        record = await self._pg(work)
+        if record is None or (user is not None and record.booking.user != user):
+            return None
+        return record
+
     # --- confirm ----------------------------------------------------------------------------
 
     async def confirm(
@@ -288,12 +300,8 @@ class Sales(Recovery):
         Redis failure, or after Redis lost the hold); reconcile it and answer with it."""
         if schedule_of_hold(hold_id) is None:
             return ConfirmOutcome(Code.HOLD_NOT_FOUND)
-
-        async def work(conn: asyncpg.Connection) -> pg_bookings.BookingRecord | None:
-            return await pg_bookings.get_booking(conn, hold_id=hold_id)
-
-        record = await self._pg(work)
-        if record is None or (user is not None and record.booking.user != user):
+        record = await self.booked_hold(hold_id, user)
+        if record is None:
             if code == Code.HOLD_CONFIRMED:  # Redis says confirmed, Postgres disagrees
                 return ConfirmOutcome(Code.HOLD_NOT_FOUND)
             return ConfirmOutcome(code if code != Code.OK else Code.HOLD_NOT_FOUND)
@@ -365,6 +373,7 @@ class Sales(Recovery):
             payment_method=request.payment.method,
             payment_reference=request.payment.reference,
             payment_amount=decimal.Decimal(request.payment.amount),
+            hold_expires_ms=hold.expires_ms,
         )
 
     # --- cancel -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from kai_inventory.context import CTX
 from tests.api.conftest import (
     ADMIN_HEADERS,
     auth,
@@ -115,3 +116,20 @@ async def test_user_b_cannot_read_or_cancel_a_booking_of_user_a(client) -> None:
     assert any(
         s["seat"] == "1-1A" and s["state"] == "sold" for c in seatmap["coaches"] for s in c["seats"]
     )
+
+
+async def test_a_confirmed_hold_redis_lost_is_still_shown_and_still_not_releasable(client) -> None:  # type: ignore[no-untyped-def]
+    booking = await book(client)
+    url = f"/v1/holds/{booking['hold_id']}"
+    before = await (await client.get(url, headers=auth("alice"))).json()
+    assert before["status"] == "confirmed"
+    c = client.app[CTX]
+    async for key in c.redis.scan_iter(match=f"{c.settings.key_prefix}:*", count=1000):
+        await c.redis.delete(key)  # Redis lost its data (a restart without persistence)
+    for headers in (auth("alice"), ADMIN_HEADERS):
+        after = await client.get(url, headers=headers)
+        assert after.status == 200, await after.text()
+        assert await after.json() == before  # from the booking in Postgres
+    await problem(await client.get(url, headers=auth("bob")), 404, "hold_not_found")
+    await problem(await client.delete(url, headers=auth("alice")), 409, "hold_confirmed")
+    await problem(await client.delete(url, headers=auth("bob")), 404, "hold_not_found")
