@@ -523,7 +523,8 @@ class Fanout:
 
     @staticmethod
     def _status_frame(schedule_id: str, status: str, delay: int, reason: str) -> bytes:
-        return protocol.encode(protocol.ScheduleStatus(schedule_id, status, delay, reason))
+        # no reason is null, as in the REST status view (Redis keeps it as "")
+        return protocol.encode(protocol.ScheduleStatus(schedule_id, status, delay, reason or None))
 
     # ---- housekeeping -----------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ class ScheduleStatus(msgspec.Struct, tag_field="type", tag="schedule_status"):
     schedule_id: str
     status: str
     delay_minutes: int
-    reason: str
+    reason: str | None
 
 
 class Pong(msgspec.Struct, tag_field="type", tag="pong"):

@@ -222,6 +222,8 @@ async def test_schedule_status_changes_are_pushed(
             "reason": "signal fault",
         }
         await no_message(ws, 0.3)  # once per connection, and no update: seats did not change
+        assert await inventory.set_status("TST-1", "scheduled", 0, "") == 0
+        assert (await recv(ws))["reason"] is None  # no reason: null, as on REST
 
 
 async def test_updates_reach_a_subscriber_of_another_server_process(
