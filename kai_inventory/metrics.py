@@ -7,9 +7,35 @@ in ``deploy/`` may query only what is declared here (a test checks).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+class GlobalCounter:
+    """A counter whose value is counted elsewhere (by the Redis servers) and read at scrape time:
+    ``set(value)`` stores the last value read, ``collect`` exports it as a counter family
+    (``<name>_total``; no ``_created``). A prometheus_client ``Counter`` can only be
+    incremented, and this process does not see the increments."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._value = 0.0
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        self._value = float(value)
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self._value)
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -30,9 +56,10 @@ HOLDS = Counter(
 HOLDS_LIVE = Gauge(
     "kai_inventory_holds_live", "Holds currently live (held, not yet expired).", registry=REGISTRY
 )
-HOLDS_EXPIRED = Counter(
-    "kai_inventory_holds_expired_total",
-    "Holds freed by expiry (reaped on write or by the background reaper).",
+HOLDS_EXPIRED = GlobalCounter(
+    "kai_inventory_holds_expired",
+    "Holds freed by expiry, counted by the Redis servers' scripts since they (re)loaded the "
+    "library; every process exports the same total (aggregate with max, not sum).",
     registry=REGISTRY,
 )
 REAPER_LAG = Gauge(

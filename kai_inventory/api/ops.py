@@ -91,13 +91,23 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    """Prometheus text; the live-hold gauge is read from Redis at scrape time (best effort)."""
-    try:
-        live = await asyncio.wait_for(ctx(request).inventory.live_holds(), READY_CHECK_TIMEOUT_S)
-    except Exception as exc:  # the scrape must answer even when Redis does not
-        log.warning("holds_live not updated: %s", type(exc).__name__)
+    """Prometheus text; the live-hold gauge and the expired-hold counter (counted by the Redis
+    servers' scripts) are read from Redis at scrape time (best effort: the scrape answers even
+    when Redis does not, and a value that could not be read keeps the last one)."""
+    inventory = ctx(request).inventory
+    live, expired = await asyncio.gather(
+        asyncio.wait_for(inventory.live_holds(), READY_CHECK_TIMEOUT_S),
+        asyncio.wait_for(inventory.expired_total(), READY_CHECK_TIMEOUT_S),
+        return_exceptions=True,
+    )
+    if isinstance(live, BaseException):
+        log.warning("holds_live not updated: %s", type(live).__name__)
     else:
         metrics.HOLDS_LIVE.set(live)
+    if isinstance(expired, BaseException):
+        log.warning("holds_expired_total not updated: %s", type(expired).__name__)
+    else:
+        metrics.HOLDS_EXPIRED.set(expired)
     return web.Response(
         body=prometheus_client.generate_latest(metrics.REGISTRY),
         headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},

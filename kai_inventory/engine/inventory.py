@@ -121,6 +121,17 @@ def _seats(value: Any) -> list[int]:
     return [int(x) for x in text.split(",")] if text else []
 
 
+def _first_score(reply: Any) -> int | None:
+    """The score of a ``ZRANGE key 0 0 WITHSCORES`` reply; None for an empty zset. A plain
+    Redis (RESP2, raw) answers ``[member, score]``, redis-py's cluster client
+    ``[[member, score]]``."""
+    if not reply:
+        return None
+    first = reply[0]
+    score = first[1] if isinstance(first, (list, tuple)) else reply[1]
+    return int(float(score))
+
+
 _MADE_NOW_REPLY = 5  # the hold scripts' reply length for a hold made by this call
 
 
@@ -690,11 +701,13 @@ class Inventory:
             await self.pipeline.execute("ZREM", due, schedule_id)
         else:
             await self.pipeline.execute("ZADD", due, next_deadline, schedule_id)
-        first = await self.pipeline.execute(
-            "ZRANGE", self.keys.schedule(schedule_id).deadlines, 0, 0, "WITHSCORES"
+        first = _first_score(
+            await self.pipeline.execute(
+                "ZRANGE", self.keys.schedule(schedule_id).deadlines, 0, 0, "WITHSCORES"
+            )
         )
-        if first:
-            await self._due_lower(schedule_id, int(float(first[1])))
+        if first is not None:
+            await self._due_lower(schedule_id, first)
 
     async def _now_ms(self) -> int:
         clock = await self.pipeline.execute("TIME")
@@ -729,7 +742,8 @@ class Inventory:
                 for s in ids
             )
         )
-        live = [(s, int(float(f[1]))) for s, f in zip(ids, firsts, strict=True) if f]
+        scores = [(s, _first_score(f)) for s, f in zip(ids, firsts, strict=True)]
+        live = [(s, d) for s, d in scores if d is not None]
         await asyncio.gather(*(self._due_lower(s, d) for s, d in live))
         return len(live)
 
@@ -740,6 +754,16 @@ class Inventory:
             *(self.pipeline.execute("ZCARD", self.keys.schedule(s).deadlines) for s in ids)
         )
         return sum(int(c) for c in counts)
+
+    async def expired_total(self) -> int:
+        """Holds freed by expiry, as counted by the Redis servers' scripts: every ``reap()``
+        (each write script's own, and the background reaper's ``reap.lua``) adds the holds it
+        expired to a library-level counter of the Functions library (``lua/lib/common.lua``);
+        this is the sum of that counter over the servers (one Redis; every master on Cluster).
+        It counts every process's reaps, not this one's, and starts again at 0 on a server that
+        restarted or lost its functions (``load_scripts`` keeps a library already there)."""
+        replies = await self.scripts.call_on_every_server("expired_total")
+        return sum(int(r) for r in replies)
 
     # ---- reads ----------------------------------------------------------------------------
 

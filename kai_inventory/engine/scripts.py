@@ -261,11 +261,22 @@ class ScriptRegistry:
         self.scripts, self.library = build(directory, self.cluster)
 
     async def load(self) -> None:
-        """FUNCTION LOAD REPLACE the library and SCRIPT LOAD every other script (once at
-        start-up; also after NOSCRIPT / Function not found). On Cluster the client sends both
-        to every master."""
+        """FUNCTION LOAD the library and SCRIPT LOAD every other script (once at start-up; also
+        after NOSCRIPT / Function not found). On Cluster the client sends both to every master.
+
+        A library of the same name is the same source (the name carries its hash), so one
+        already there is kept, not replaced: replacing it would reset its library-level state
+        (the expired-hold count, the caches) whenever another process starts."""
         if self.library.functions:
-            await self._client.execute_command("FUNCTION LOAD", "REPLACE", self.library.source)
+            try:
+                await self._client.execute_command("FUNCTION LOAD", self.library.source)
+            except ResponseError as exc:
+                if "already exists" not in str(exc):
+                    raise
+                if await self._library_missing():  # Cluster: present on some masters only
+                    await self._client.execute_command(
+                        "FUNCTION LOAD", "REPLACE", self.library.source
+                    )
         for script in self.scripts.values():
             if script.function:
                 continue
@@ -279,22 +290,24 @@ class ScriptRegistry:
     async def missing(self) -> list[str]:
         """Names of the scripts Redis (on Cluster: some master) does not have loaded."""
         out: list[str] = []
-        if self.library.functions:
-            reply = await self._client.execute_command(
-                "FUNCTION LIST", "LIBRARYNAME", self.library.name
-            )
-            per_node = list(reply.values()) if isinstance(reply, dict) else [reply]
-            found = [
-                any(_lib_name(entry) == self.library.name for entry in node or [])
-                for node in per_node
-            ]
-            if not per_node or not all(found):
-                out += [s.name for s in self.scripts.values() if s.function]
+        if self.library.functions and await self._library_missing():
+            out += [s.name for s in self.scripts.values() if s.function]
         evals = [s for s in self.scripts.values() if not s.function]
         if evals:
             present = await self._client.script_exists(*(s.sha for s in evals))
             out += [s.name for s, ok in zip(evals, present, strict=True) if not ok]
         return out
+
+    async def _library_missing(self) -> bool:
+        """Redis (on Cluster: some master) does not have the library."""
+        reply = await self._client.execute_command(
+            "FUNCTION LIST", "LIBRARYNAME", self.library.name
+        )
+        per_node = list(reply.values()) if isinstance(reply, dict) else [reply]
+        found = [
+            any(_lib_name(entry) == self.library.name for entry in node or []) for node in per_node
+        ]
+        return not per_node or not all(found)
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         script = self.scripts[name]
@@ -313,6 +326,35 @@ class ScriptRegistry:
             log.warning("%s: %s; loading the scripts again", name, exc)
             await self.load()
         return await self._pipeline.execute(*command)
+
+    async def call_on_every_server(self, name: str) -> list[Any]:
+        """Run a function that takes no keys and no arguments on every Redis server holding
+        the library: one reply per server. One Redis: one call (through the auto-pipeline). On
+        Cluster: every master, by redis-py's ``target_nodes=PRIMARIES`` (as ``load`` reaches
+        every master; its own retries cover a cluster in motion). A server that lost the
+        library is loaded again and the call retried, as in ``call``."""
+        script = self.scripts[name]
+        if script.num_keys or script.num_args:
+            raise ValueError(f"{name} takes keys or arguments: it cannot run on every server")
+
+        async def once() -> list[Any]:
+            if not self.cluster:
+                return [await self._pipeline.execute(*script.command)]
+            reply = await self._client.execute_command(
+                *script.command, target_nodes=self._client.PRIMARIES
+            )
+            return list(reply.values()) if isinstance(reply, dict) else [reply]
+
+        try:
+            return await once()
+        except NoScriptError:
+            await self.load()
+        except ResponseError as exc:
+            if not _missing_function(exc):
+                raise
+            log.warning("%s: %s; loading the scripts again", name, exc)
+            await self.load()
+        return await once()
 
 
 def _lib_name(entry: Any) -> str:

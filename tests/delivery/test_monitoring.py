@@ -37,6 +37,8 @@ REQUIRED_ALERTS = {
 }
 # Labels Prometheus adds when it scrapes a pod (kubernetes_sd relabelling), beside the service's.
 TARGET_LABELS = {"instance", "job", "namespace", "pod", "container"}
+# Read from Redis at scrape time: every pod exports the same value (docs/OPERATIONS.md).
+GLOBAL_METRICS = {"kai_inventory_holds_live", "kai_inventory_holds_expired_total"}
 DASHBOARD_SECTIONS = {"Sales", "Holds", "Latency", "WebSockets", "Redis", "Postgres"}
 
 PROMQL_FUNCTIONS = {
@@ -118,6 +120,10 @@ def exported_labels() -> dict[str, set[str]]:
     """Every sample name the service exports -> the label names it carries."""
     wrappers = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
     result: dict[str, set[str]] = {}
+    # counters read from Redis at scrape time (metrics.GlobalCounter): no labels
+    for value in vars(metrics).values():
+        if isinstance(value, metrics.GlobalCounter):
+            result[f"{value.name}_total"] = set()
     for wrapper in wrappers:
         (family,) = wrapper.describe()
         labels = set(wrapper._labelnames)
@@ -323,6 +329,20 @@ def test_every_label_queried_is_one_the_metric_carries(source: str) -> None:
         for metric, label in label_matchers(expr):
             assert label in labels.get(metric, set()) | TARGET_LABELS, f"{metric}{{{label}}}"
         assert grouping_labels(expr) <= every_label, expr
+
+
+@pytest.mark.parametrize("source", ["alert rules", "dashboard"])
+def test_metrics_every_pod_reads_from_redis_are_aggregated_with_max_not_sum(source: str) -> None:
+    # every pod exports the same (global) value of these: a sum over pods multiplies it
+    exprs = rule_expressions() if source == "alert rules" else dashboard_expressions()
+    seen: set[str] = set()
+    for expr in exprs:
+        names = metric_names(expr) & GLOBAL_METRICS
+        seen |= names
+        if names:
+            assert not re.search(r"\b(sum|count)\b", _normalise(expr)), expr
+    if source == "dashboard":
+        assert seen == GLOBAL_METRICS
 
 
 # --- dashboard ---------------------------------------------------------------------------------

@@ -228,6 +228,24 @@ async def test_background_reaper_frees_expired_holds_on_every_shard(
     assert await inv.sweep_due() == 0
 
 
+async def test_reap_and_sweep_keep_the_due_score_of_a_schedule_with_live_holds(
+    cluster_inv: Inventory,
+) -> None:
+    # the cluster client answers ZRANGE ... WITHSCORES as [[member, score]], not flat
+    inv = cluster_inv
+    await inv.open(small_layout("LIVE"))
+    assert (await inv.hold(HoldRequest("LIVE", "gus", 0, 1, 300, seats=[0]))).hold is not None
+    kept = (await inv.hold(HoldRequest("LIVE", "gus", 0, 1, TTL, seats=[1]))).hold
+    assert kept is not None
+    await asyncio.sleep(0.45)
+    assert await inv.reap_due() == 1
+    due = inv._due_key("LIVE")
+    assert int(await inv.redis.zscore(due, "LIVE")) == kept.expires_ms
+    await inv.redis.zrem(due, "LIVE")  # a process died before its due update
+    assert await inv.sweep_due() == 1
+    assert int(await inv.redis.zscore(due, "LIVE")) == kept.expires_ms
+
+
 async def test_lost_shard_is_detected_by_its_own_marker_only(
     cluster_inv: Inventory, redis_cluster: Any
 ) -> None:
