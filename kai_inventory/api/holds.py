@@ -220,7 +220,9 @@ async def create_hold(request: web.Request) -> web.Response:
     )
     outcome = await c.inventory.hold(hold_request)
     if outcome.code == Code.SCHEDULE_NOT_FOUND and await c.sales.ensure_schedule(body.schedule_id):
-        outcome = await c.inventory.hold(hold_request)  # Redis had lost it; reopened from Postgres
+        # Redis had lost it; reopened from Postgres with the sales that cover it: check again
+        await require_admission(request, body.schedule_id, principal.user)
+        outcome = await c.inventory.hold(hold_request)
     if outcome.code != Code.OK or outcome.hold is None:
         error = _failure(outcome, layout, body.schedule_id)
         metrics.HOLDS.labels(error.code).inc()

@@ -175,7 +175,7 @@ async def put_sale(request: web.Request) -> web.Response:
         idle_ms=body.idle_s * 1000,
         admission_ttl_ms=body.admission_ttl_s * 1000,
     )
-    result = await room_of(request).put_sale(sale)
+    result = await c.sales.put_sale(sale)  # Postgres, then Redis (which decides)
     if result.code == QCode.SALE_CONFLICT:
         raise ApiError(
             "schedule_in_sale",
@@ -270,6 +270,8 @@ async def _waiting_room_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(*REDIS_UNREACHABLE):  # the admission loop refreshes it too
         await room.refresh_directory()
     app[WAITING_ROOM] = room
+    # sale PUTs and recovery's restore go through this room: its cache learns them at once
+    c.sales.attach_waiting_room(room)
     stop = asyncio.Event()
     task = asyncio.create_task(
         run_admission(room, stop, interval_s=ADMISSION_INTERVAL_S, on_tick=_record),
@@ -283,6 +285,7 @@ async def _waiting_room_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait_for(task, timeout=5)
         except (TimeoutError, asyncio.CancelledError):
             task.cancel()
+        c.sales.attach_waiting_room(None)
         room.close()
 
 

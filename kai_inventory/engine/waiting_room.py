@@ -247,12 +247,16 @@ class WaitingRoom:
         secret: str,
         *,
         scripts: ScriptRegistry | None = None,
+        pipeline: AutoPipeline | None = None,
         directory_ttl_s: float = 1.0,
     ) -> None:
+        """``pipeline``: share another's connection (the engine's); the room then leaves it
+        open on ``close``. Without one the room opens its own."""
         self.redis = redis
         self.keys = keys
         self.tokens = AdmissionTokens(secret)
-        self.pipeline = AutoPipeline(redis)
+        self._owns_pipeline = pipeline is None
+        self.pipeline = AutoPipeline(redis) if pipeline is None else pipeline
         self.scripts = scripts if scripts is not None else ScriptRegistry(redis, self.pipeline)
         self._directory: dict[str, tuple[str, int]] = {}  # schedule -> (sale, closes ms)
         self._sales: dict[str, int] = {}  # sale -> closes ms
@@ -261,7 +265,8 @@ class WaitingRoom:
 
     def close(self) -> None:
         """Close the room's own connection (the Redis client is the caller's to close)."""
-        self.pipeline.close()
+        if self._owns_pipeline:
+            self.pipeline.close()
 
     def sale_keys(self, sale_id: str) -> SaleKeys:
         return SaleKeys.of(self.keys, sale_id)

@@ -8,6 +8,7 @@ booking committed in Postgres, and whatever Redis lost or missed is put back fro
 - ``outcomes``: what the use cases answer (the API encodes these).
 - ``core``: store access and failure mapping shared by the rest.
 - ``recovery``: rebuild, verify/repair, reconcile, the Redis-loss epoch watch.
+- ``peak_sales``: the waiting room's sale PUT (Postgres, then Redis) and restore.
 - ``service``: ``Sales``: catalogue, reads, confirm, cancel (plus recovery, inherited).
 - ``commands``: ``kai-inventory rebuild`` / ``verify``.
 """

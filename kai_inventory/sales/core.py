@@ -20,8 +20,10 @@ from kai_inventory.domain import (
 from kai_inventory.engine.codes import Code
 from kai_inventory.engine.inventory import Inventory, SoldEntry
 from kai_inventory.engine.layout import Layout
+from kai_inventory.engine.waiting_room import QCode, SaleConfig, WaitingRoom
 from kai_inventory.persist import bookings as pg_bookings
 from kai_inventory.persist import catalogue
+from kai_inventory.persist import peak_sales as pg_sales
 from kai_inventory.persist.db import ACQUIRE_TIMEOUT_S, PG_UNAVAILABLE
 from kai_inventory.persist.qr import qr_key
 from kai_inventory.resilience import CircuitBreaker
@@ -58,6 +60,34 @@ def build_layout(schedule_id: str, definition: ScheduleDef, timezone: str) -> La
     return Layout.build(schedule_id, [s.station for s in definition.stops], departures, coaches)
 
 
+def sale_config(sale: pg_sales.SaleDef) -> SaleConfig:
+    """A stored sale as the engine takes it."""
+    return SaleConfig(
+        sale_id=sale.sale_id,
+        schedules=list(sale.schedules),
+        opens_ms=sale.opens_ms,
+        closes_ms=sale.closes_ms,
+        admit_per_s=sale.admit_per_s,
+        max_admitted=sale.max_admitted,
+        idle_ms=sale.idle_s * 1000,
+        admission_ttl_ms=sale.admission_ttl_s * 1000,
+    )
+
+
+def sale_def(sale: SaleConfig) -> pg_sales.SaleDef:
+    """An engine sale as Postgres stores it (durations in whole seconds, as PUT takes them)."""
+    return pg_sales.SaleDef(
+        sale_id=sale.sale_id,
+        schedules=list(sale.schedules),
+        opens_ms=sale.opens_ms,
+        closes_ms=sale.closes_ms,
+        admit_per_s=sale.admit_per_s,
+        max_admitted=sale.max_admitted,
+        idle_s=sale.idle_ms // 1000,
+        admission_ttl_s=sale.admission_ttl_ms // 1000,
+    )
+
+
 def _engine_status(status: str) -> str:
     return status if status in ("scheduled", "delayed", "cancelled") else "cancelled"
 
@@ -91,6 +121,17 @@ class SalesCore:
         self.settings = settings
         self.inventory = inventory
         self.pool = pool
+        # the waiting room's engine calls (sale PUT and restore); on the engine's connection.
+        # The API attaches its own room (``attach_waiting_room``) so that a sale put back by
+        # recovery is in that room's schedule -> sale cache at once.
+        self._default_room = WaitingRoom(
+            inventory.redis,
+            inventory.keys,
+            settings.jwt_secret,
+            scripts=inventory.scripts,
+            pipeline=inventory.pipeline,
+        )
+        self.room = self._default_room
         # one per process, like Redis's: 3 consecutive outages open it for 1 s, then one probe
         self.pg_breaker = pg_breaker or CircuitBreaker("postgres")
         self._tz = zoneinfo.ZoneInfo(settings.timezone)
@@ -98,6 +139,10 @@ class SalesCore:
         self._locks: dict[str, asyncio.Lock] = {}
         self._reconciled_at: dt.datetime | None = None
         self._run_ids: tuple[str, ...] | None = None
+
+    def attach_waiting_room(self, room: WaitingRoom | None) -> None:
+        """Use ``room`` for the waiting room's engine calls (None: back to the default)."""
+        self.room = self._default_room if room is None else room
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -178,23 +223,30 @@ class SalesCore:
                 entries.append((row.from_index, row.to_index, known))
         return entries
 
-    async def _open_from_postgres(self, schedule_id: str, trigger: str, restore: bool) -> bool:
+    async def _open_from_postgres(
+        self, schedule_id: str, trigger: str, restore: bool, with_sales: bool = True
+    ) -> bool:
         """Open one schedule in Redis from Postgres with its sold seat-legs; False if unknown.
 
         ``restore``: also replace the sold bitmap of an inventory that already exists.
+        ``with_sales``: first put back the sales not yet closed that cover it (Redis may have
+        lost them with the schedule), so its peak-sale gate is there before its inventory;
+        a whole rebuild puts every sale back once instead (``Recovery.restore_sales``).
         """
 
         async def work(
             conn: asyncpg.Connection,
-        ) -> tuple[catalogue.ScheduleRow | None, list[pg_bookings.SoldRow]]:
+        ) -> tuple[catalogue.ScheduleRow | None, list[pg_bookings.SoldRow], list[pg_sales.SaleDef]]:
             row = await catalogue.get_schedule(conn, schedule_id)
             if row is None:
-                return None, []
-            return row, await pg_bookings.sold_rows(conn, schedule_id)
+                return None, [], []
+            sales = await pg_sales.open_sales_covering(conn, schedule_id) if with_sales else []
+            return row, await pg_bookings.sold_rows(conn, schedule_id), sales
 
-        row, sold_rows = await self._pg(work)
+        row, sold_rows, sales = await self._pg(work)
         if row is None:
             return False
+        await self._put_sales(sales, trigger)
         layout = self._layout(schedule_id, row.definition)
         entries = self._entries(layout, sold_rows)
         result = await self._redis(
@@ -216,6 +268,33 @@ class SalesCore:
                 return False
         metrics.REBUILDS.labels(trigger).inc()
         return True
+
+    async def _put_sales(self, sales: list[pg_sales.SaleDef], trigger: str) -> int:
+        """Put stored sales into Redis (the engine call a sale PUT makes; idempotent: a sale
+        Redis still has unchanged stays as it is, queue included). Returns how many Redis
+        took; a refusal (a schedule claimed by another active sale, opens_at moved after the
+        opening) is logged and skipped."""
+        done = 0
+        for sale in sales:
+            result = await self._redis(self.room.put_sale(sale_config(sale)))
+            if result.code == QCode.OK:
+                done += 1
+                if result.created:
+                    log.info(
+                        "sale %s put back into Redis from Postgres (%s)", sale.sale_id, trigger
+                    )
+                continue
+            if result.code == QCode.SALE_CONFLICT:
+                log.error(
+                    "sale %s not put back (%s): schedule %s is in active sale %s",
+                    sale.sale_id,
+                    trigger,
+                    result.conflict_schedule,
+                    result.conflict_sale,
+                )
+            else:
+                log.error("sale %s not put back (%s): %s", sale.sale_id, trigger, result.code.name)
+        return done
 
     async def _open_ids(self, schedule_id: str | None) -> list[str]:
         async def work(conn: asyncpg.Connection) -> list[str]:

@@ -21,13 +21,14 @@ from kai_inventory.engine.layout import Layout
 from kai_inventory.engine.views import Snapshot, seat_states
 from kai_inventory.persist import bookings as pg_bookings
 from kai_inventory.persist import catalogue
-from kai_inventory.sales.core import EPOCH_CHECK_S, RECONCILE_OVERLAP, SalesCore, _runs
+from kai_inventory.sales.core import EPOCH_CHECK_S, RECONCILE_OVERLAP, _runs
 from kai_inventory.sales.outcomes import DependencyUnavailable, Difference
+from kai_inventory.sales.peak_sales import PeakSales
 
 log = logging.getLogger(__name__)
 
 
-class Recovery(SalesCore):
+class Recovery(PeakSales):
     """Redis rebuilt and checked from Postgres: rebuild, verify and repair, reconcile, epoch."""
 
     async def rebuild(
@@ -38,16 +39,25 @@ class Recovery(SalesCore):
     ) -> int:
         """Open each schedule not yet departed (since yesterday, any status; or the one named)
         in Redis and set its sold seat-legs from Postgres. Returns how many were rebuilt.
-        ``only``: rebuild just the schedules it accepts (Redis Cluster: those on a lost shard)."""
+        ``only``: rebuild just the schedules it accepts (Redis Cluster: those on a lost shard).
+
+        The peak sales go back first, so no schedule is open without its sale's gate: a whole
+        rebuild puts every sale not yet closed back (``restore_sales``, idempotent: a sale Redis
+        still has is left as it is); one schedule's rebuild, the sales that cover it."""
         metrics.REBUILD_IN_PROGRESS.set(1)
         try:
             done = 0
+            whole = schedule_id is None
+            if whole:
+                await self.restore_sales(trigger)
             for sid in await self._open_ids(schedule_id):
                 if only is not None and not only(sid):
                     continue
                 lock = self._locks.setdefault(sid, asyncio.Lock())
                 async with lock:
-                    if await self._open_from_postgres(sid, trigger=trigger, restore=True):
+                    if await self._open_from_postgres(
+                        sid, trigger=trigger, restore=True, with_sales=not whole
+                    ):
                         done += 1
             return done
         finally:
@@ -170,9 +180,9 @@ class Recovery(SalesCore):
 
     async def watch_epoch(self, trigger: str = "lost") -> None:
         """One check: when Redis lost its data (an epoch marker is gone), rebuild the open
-        schedules it held from Postgres, then set the marker. One Redis has one marker (all
-        schedules); Redis Cluster has one per master, and only that shard's schedules are
-        rebuilt."""
+        schedules it held from Postgres (their peak sales first), then set the marker. One
+        Redis has one marker (all schedules); Redis Cluster has one per master, and only that
+        shard's schedules are rebuilt."""
         missing = await self._redis(self.inventory.missing_epochs())
         run_ids = await self._redis(self.inventory.run_ids())
         restarted = self._run_ids is not None and run_ids != self._run_ids

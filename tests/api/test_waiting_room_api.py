@@ -8,6 +8,12 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
+import redis.asyncio as aioredis
+
+from kai_inventory.api.waiting_room import WAITING_ROOM
+from kai_inventory.context import CTX
+from kai_inventory.settings import Settings
 from tests.api.conftest import ADMIN_HEADERS, Client, auth, create_schedule, problem
 
 
@@ -173,3 +179,118 @@ async def test_the_openapi_document_describes_the_waiting_room(client: Client) -
     assert "QueuePlace" in document["components"]["schemas"]
     create_hold = document["paths"]["/v1/holds"]["post"]
     assert "X-Admission-Token" in {p["name"] for p in create_hold["parameters"]}
+
+
+# --- sales survive Redis losing its data (Postgres ``sales`` table, recovery) ----------------
+
+
+async def _sale_row(dsn: str, sale_id: str) -> asyncpg.Record | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchrow("SELECT * FROM sales WHERE id = $1", sale_id)
+    finally:
+        await conn.close()
+
+
+async def _drop_redis_keys(settings: Settings, keep_epoch: bool = False) -> None:
+    """What a Redis restart without persistence does to us (our prefix only: shared server).
+    ``keep_epoch``: lose the data but not the marker (Redis lost some keys, not everything)."""
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        keys = [
+            k
+            async for k in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)
+            if not (keep_epoch and k.endswith(b":epoch"))
+        ]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def test_a_sale_put_is_stored_in_postgres_and_a_refused_one_is_not(
+    client: Client, api_settings: Settings
+) -> None:
+    schedule = await create_schedule(client)
+    body = sale_body([schedule], admit_per_s=7, max_admitted=11, idle_s=60, admission_ttl_s=120)
+    sale_id = await put_sale(client, body)
+    row = await _sale_row(api_settings.database_url, sale_id)
+    assert row is not None
+    assert list(row["schedule_ids"]) == [schedule]
+    assert abs(row["opens_at"] - dt.datetime.fromisoformat(body["opens_at"])) < dt.timedelta(
+        milliseconds=1
+    )
+    assert abs(row["closes_at"] - dt.datetime.fromisoformat(body["closes_at"])) < dt.timedelta(
+        milliseconds=1
+    )
+    assert (row["admit_per_s"], row["max_admitted"], row["idle_s"], row["admission_ttl_s"]) == (
+        7,
+        11,
+        60,
+        120,
+    )
+    updated = await client.put(
+        f"/v1/admin/sales/{sale_id}", json={**body, "admit_per_s": 9}, headers=ADMIN_HEADERS
+    )
+    assert (updated.status, (await updated.json())["result"]) == (200, "updated")
+    row = await _sale_row(api_settings.database_url, sale_id)
+    assert row is not None
+    assert row["admit_per_s"] == 9
+
+    clash_id = "S" + secrets.token_hex(5)
+    clash = await client.put(
+        f"/v1/admin/sales/{clash_id}", json=sale_body([schedule]), headers=ADMIN_HEADERS
+    )
+    await problem(clash, 409, "schedule_in_sale")
+    assert await _sale_row(api_settings.database_url, clash_id) is None
+
+
+async def test_after_redis_lost_everything_an_active_sale_still_gates_its_schedules(
+    client: Client, api_settings: Settings
+) -> None:
+    in_sale = await create_schedule(client)
+    sale_id = await put_sale(client, sale_body([in_sale], opens_at=_at(-60), closes_at=_at(3600)))
+    sales = client.app[CTX].sales
+    await sales.watch_epoch()  # marker set (the background loop may have done it already)
+
+    await _drop_redis_keys(api_settings)
+    assert not await sales.inventory.epoch_present()
+    room = client.app[WAITING_ROOM]
+    await room.refresh_directory()  # what the admission loop does every second
+    assert room.active_sale(in_sale) is None
+    await sales.watch_epoch()  # what the background loop does within a second, no operator
+    assert await sales.inventory.epoch_present()
+
+    without = await client.post("/v1/holds", json=hold_body(in_sale), headers=auth("budi"))
+    assert (await problem(without, 403, "not_admitted"))["sale_id"] == sale_id
+    me = await client.get(f"/v1/sales/{sale_id}/queue/me", headers=auth("budi"))
+    # the queue was lost with Redis: no place any more, but the sale is there (not 404)
+    assert (await problem(me, 403, "not_admitted"))["sale_id"] == sale_id
+    token = (await admitted(client, sale_id, "budi"))["admission_token"]  # join again
+    held = await client.post(
+        "/v1/holds", json=hold_body(in_sale), headers={**auth("budi"), "X-Admission-Token": token}
+    )
+    assert held.status == 201, await held.text()
+
+
+async def test_a_schedule_reopened_from_postgres_comes_back_with_its_active_sale(
+    client: Client, api_settings: Settings
+) -> None:
+    in_sale = await create_schedule(client)
+    sale_id = await put_sale(client, sale_body([in_sale], opens_at=_at(-60), closes_at=_at(3600)))
+    await client.app[CTX].sales.watch_epoch()
+    room = client.app[WAITING_ROOM]
+
+    await _drop_redis_keys(api_settings, keep_epoch=True)  # no epoch alarm: per-schedule path
+    for _ in range(60):  # the room's schedule -> sale cache follows Redis within a second
+        await room.refresh_directory()
+        if room.active_sale(in_sale) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert room.active_sale(in_sale) is None
+
+    without = await client.post("/v1/holds", json=hold_body(in_sale), headers=auth("budi"))
+    assert (await problem(without, 403, "not_admitted"))["sale_id"] == sale_id
+    assert room.active_sale(in_sale) == sale_id
+    me = await client.get(f"/v1/sales/{sale_id}/queue/me", headers=auth("budi"))
+    await problem(me, 403, "not_admitted")

@@ -57,9 +57,9 @@ async def test_a_shard_that_lost_its_data_is_rebuilt_alone(
         rebuilt: list[str] = []
         original = sales._open_from_postgres
 
-        async def spy(schedule_id: str, trigger: str, restore: bool) -> bool:
+        async def spy(schedule_id: str, trigger: str, restore: bool, **more: bool) -> bool:
             rebuilt.append(schedule_id)
-            return await original(schedule_id, trigger=trigger, restore=restore)
+            return await original(schedule_id, trigger=trigger, restore=restore, **more)
 
         sales._open_from_postgres = spy  # type: ignore[method-assign]
         await sales.watch_epoch()

@@ -14,6 +14,8 @@ from sales_helpers import definition, hold, new_id, request, try_hold
 from kai_inventory import metrics
 from kai_inventory.engine.codes import Code
 from kai_inventory.engine.views import availability
+from kai_inventory.engine.waiting_room import QCode, SaleConfig
+from kai_inventory.persist import peak_sales as pg_sales
 from kai_inventory.persist.backup import backup_command, restore_command
 from kai_inventory.sales import Sales, open_sales, rebuild_command, verify_command
 from kai_inventory.settings import Settings
@@ -113,6 +115,43 @@ async def test_a_missing_epoch_marker_rebuilds_every_open_schedule_without_an_op
         assert layout is not None
         assert [availability(layout, snap, a, b) for a, b in JOURNEYS] == before
         assert await sales.reconcile() == 0  # nothing left to finish
+
+
+async def test_a_missing_epoch_marker_puts_every_open_peak_sale_back_without_an_operator(
+    settings, private_db
+):
+    dsn = await private_db()
+    async with _sales_on(settings, dsn) as sales:
+        schedule_id = new_id()
+        await sales.put_schedule(schedule_id, definition())
+        now = await sales.room.now_ms()
+        sale = SaleConfig(
+            sale_id="peak",
+            schedules=[schedule_id],
+            opens_ms=now - 60_000,
+            closes_ms=now + 3_600_000,
+            admit_per_s=50,
+            max_admitted=10,
+            idle_ms=300_000,
+            admission_ttl_ms=900_000,
+        )
+        assert (await sales.put_sale(sale)).created
+        closed = pg_sales.SaleDef("gone", [new_id()], now - 7_200_000, now - 3_600_000, 1, 1, 1, 1)
+        async with sales.pool.acquire() as conn:
+            await pg_sales.upsert_sale(conn, closed)
+            assert await pg_sales.get_sale(conn, "peak") is not None
+        await sales.watch_epoch()  # first start: marker set
+
+        await _drop_redis_keys(settings.redis_url, settings.key_prefix)
+        assert await sales.room.get_sale("peak") is None
+        await sales.watch_epoch()
+        assert await sales.room.get_sale("peak") == sale
+        assert await sales.room.get_sale("gone") is None  # closed: not put back
+        await sales.room.refresh_directory()
+        assert sales.room.active_sale(schedule_id) == "peak"
+        assert (await sales.room.join("peak", "u1")).code == QCode.OK  # users join again
+        assert await sales.restore_sales("operator") == 1  # again: unchanged, queue kept
+        assert (await sales.room.status("peak", "u1")).code == QCode.OK
 
 
 async def test_verify_reports_and_repairs_both_directions_of_disagreement(
