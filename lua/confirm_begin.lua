@@ -10,12 +10,14 @@
 -- ARGV[2] user: the caller ('' = admin, no owner check)
 -- ARGV[3] grace_ms
 -- Returns: {code, hold_id, user, a, b, seats, status, expires_ms, created_ms, booking} with code
---   OK | HOLD_EXPIRED | HOLD_RELEASED | HOLD_CONFIRMED; or {HOLD_NOT_FOUND} | {SCHEDULE_NOT_FOUND}
+--   OK | HOLD_EXPIRED | HOLD_RELEASED | HOLD_CONFIRMED | SALE_CLOSED (a live hold on a schedule
+--   cancelled since: no booking on a cancelled train; the hold stays until it expires);
+--   or {HOLD_NOT_FOUND} | {SCHEDULE_NOT_FOUND}
 
 -- @include lib/codes.lua
 -- @include lib/common.lua
 
-local m = redis.call('HMGET', KEYS[1], 'legs', 'toff', 'mdl')
+local m = redis.call('HMGET', KEYS[1], 'legs', 'toff', 'mdl', 'st')
 if not m[1] then return {SCHEDULE_NOT_FOUND} end
 local now = ms_now(m[2])
 local legs = tonumber(m[1])
@@ -32,6 +34,8 @@ elseif h[1] == 'released' then
   code = HOLD_RELEASED
 elseif h[1] == 'expired' or now >= tonumber(h[3]) then
   code = HOLD_EXPIRED
+elseif m[4] == 'cancelled' then
+  code = SALE_CLOSED
 else
   local grace = tonumber(ARGV[3])
   if not grace or grace < 0 then return {INVALID_ARGUMENT} end

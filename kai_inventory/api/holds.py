@@ -324,4 +324,6 @@ async def confirm_hold(request: web.Request) -> web.Response:
         raise invalid("passengers", detail)
     if code == Code.SEATS_UNAVAILABLE:  # Postgres refused a seat-leg Redis had lost (23P01)
         raise ApiError("seats_unavailable", outcome.detail or "a held seat is already sold")
+    if code == Code.SALE_CLOSED:
+        raise ApiError("sale_closed", "this schedule was cancelled; the hold cannot be confirmed")
     raise RuntimeError(f"unexpected confirm result {code!r}")

@@ -226,6 +226,37 @@ async def test_cancelled_schedule_is_409_sale_closed(client) -> None:  # type: i
     )
 
 
+async def test_a_hold_on_a_schedule_cancelled_since_is_not_confirmed(client) -> None:  # type: ignore[no-untyped-def]
+    schedule_id = await create_schedule(client)
+    holds = []
+    for _ in range(2):
+        response = await client.post("/v1/holds", json=by_class(schedule_id), headers=auth("alice"))
+        assert response.status == 201
+        holds.append(await response.json())
+    booked, held = holds
+    url = f"/v1/holds/{booked['hold_id']}/confirm"
+    first = await client.post(url, json=confirm_body(booked["seats"]), headers=auth("alice"))
+    assert first.status == 201
+    response = await client.post(
+        f"/v1/admin/schedules/{schedule_id}/status",
+        json={"status": "cancelled"},
+        headers=ADMIN_HEADERS,
+    )
+    assert response.status == 200
+    await problem(
+        await client.post(
+            f"/v1/holds/{held['hold_id']}/confirm",
+            json=confirm_body(held["seats"]),
+            headers=auth("alice"),
+        ),
+        409,
+        "sale_closed",
+    )
+    again = await client.post(url, json=confirm_body(booked["seats"]), headers=auth("alice"))
+    assert again.status == 200  # a booking made before the cancellation is still its own
+    assert await again.json() == await first.json()
+
+
 async def test_departed_journey_is_409_sale_closed(client) -> None:  # type: ignore[no-untyped-def]
     from tests.api.conftest import schedule_body
 
