@@ -211,14 +211,18 @@ async def test_too_many_attempts_are_429_with_retry_after(make_client) -> None: 
     assert 'kai_inventory_holds_total{outcome="rate_limited"}' in metrics
 
 
-async def test_cancelled_schedule_is_409_sale_closed(client) -> None:  # type: ignore[no-untyped-def]
-    schedule_id = await create_schedule(client)
+async def cancel_schedule(client, schedule_id: str) -> None:  # type: ignore[no-untyped-def]
     response = await client.post(
         f"/v1/admin/schedules/{schedule_id}/status",
         json={"status": "cancelled"},
         headers=ADMIN_HEADERS,
     )
     assert response.status == 200
+
+
+async def test_cancelled_schedule_is_409_sale_closed(client) -> None:  # type: ignore[no-untyped-def]
+    schedule_id = await create_schedule(client)
+    await cancel_schedule(client, schedule_id)
     await problem(
         await client.post("/v1/holds", json=by_class(schedule_id), headers=auth("alice")),
         409,
@@ -237,12 +241,7 @@ async def test_a_hold_on_a_schedule_cancelled_since_is_not_confirmed(client) -> 
     url = f"/v1/holds/{booked['hold_id']}/confirm"
     first = await client.post(url, json=confirm_body(booked["seats"]), headers=auth("alice"))
     assert first.status == 201
-    response = await client.post(
-        f"/v1/admin/schedules/{schedule_id}/status",
-        json={"status": "cancelled"},
-        headers=ADMIN_HEADERS,
-    )
-    assert response.status == 200
+    await cancel_schedule(client, schedule_id)
     await problem(
         await client.post(
             f"/v1/holds/{held['hold_id']}/confirm",
