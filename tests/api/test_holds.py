@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -254,6 +255,36 @@ async def test_a_hold_on_a_schedule_cancelled_since_is_not_confirmed(client) -> 
     again = await client.post(url, json=confirm_body(booked["seats"]), headers=auth("alice"))
     assert again.status == 200  # a booking made before the cancellation is still its own
     assert await again.json() == await first.json()
+
+
+async def test_a_hold_whose_from_stop_was_retimed_into_the_past_is_not_confirmed(client) -> None:  # type: ignore[no-untyped-def]
+    from tests.api.conftest import schedule_body
+
+    now = dt.datetime.now(ZoneInfo("Asia/Jakarta"))  # KAI_TIMEZONE's default
+    if not dt.time(0, 5) < now.time() < dt.time(23, 50):
+        pytest.skip("needs a local time between 00:05 and 23:50")
+    body = schedule_body(date=now.date().isoformat())
+    body["stops"][0]["departure"] = "23:55"  # later today; the other stops tomorrow
+    for stop in body["stops"][1:]:
+        stop["day"] = 1
+    schedule_id = await create_schedule(client, body)
+    response = await client.post("/v1/holds", json=by_class(schedule_id), headers=auth("alice"))
+    assert response.status == 201
+    hold = await response.json()
+    body["stops"][0]["departure"] = "00:01"  # retimed: its first stop has departed
+    replaced = await client.put(
+        f"/v1/admin/schedules/{schedule_id}", json=body, headers=ADMIN_HEADERS
+    )
+    assert replaced.status == 200, await replaced.text()
+    await problem(
+        await client.post(
+            f"/v1/holds/{hold['hold_id']}/confirm",
+            json=confirm_body(hold["seats"]),
+            headers=auth("alice"),
+        ),
+        409,
+        "sale_closed",
+    )
 
 
 async def test_departed_journey_is_409_sale_closed(client) -> None:  # type: ignore[no-untyped-def]
