@@ -760,9 +760,10 @@ class Inventory:
         (each write script's own, and the background reaper's ``reap.lua``) adds the holds it
         expired to a library-level counter of the Functions library (``lua/lib/common.lua``);
         this is the sum of that counter over the servers (one Redis; every master on Cluster).
-        It counts every process's reaps, not this one's, and starts again at 0 on a server that
-        restarted or lost its functions (``load_scripts`` keeps a library already there)."""
-        replies = await self.scripts.call_on_every_server("expired_total")
+        It counts every process's reaps of this key prefix (not of others sharing the Redis),
+        and starts again at 0 on a server that restarted or lost its functions
+        (``load_scripts`` keeps a library already there)."""
+        replies = await self.scripts.call_on_every_server("expired_total", [self.keys.prefix])
         return sum(int(r) for r in replies)
 
     # ---- reads ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -327,21 +328,24 @@ class ScriptRegistry:
             await self.load()
         return await self._pipeline.execute(*command)
 
-    async def call_on_every_server(self, name: str) -> list[Any]:
-        """Run a function that takes no keys and no arguments on every Redis server holding
-        the library: one reply per server. One Redis: one call (through the auto-pipeline). On
+    async def call_on_every_server(self, name: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run a function that takes no keys on every Redis server holding the library: one
+        reply per server. One Redis: one call (through the auto-pipeline). On
         Cluster: every master, by redis-py's ``target_nodes=PRIMARIES`` (as ``load`` reaches
         every master; its own retries cover a cluster in motion). A server that lost the
         library is loaded again and the call retried, as in ``call``."""
         script = self.scripts[name]
-        if script.num_keys or script.num_args:
-            raise ValueError(f"{name} takes keys or arguments: it cannot run on every server")
+        if script.num_keys:
+            raise ValueError(f"{name} takes keys: it cannot run on every server")
+        if len(args) != script.num_args:
+            raise ValueError(f"{name} takes {script.num_args} arguments, got {len(args)}")
+        command = (*script.command, *args)
 
         async def once() -> list[Any]:
             if not self.cluster:
-                return [await self._pipeline.execute(*script.command)]
+                return [await self._pipeline.execute(*command)]
             reply = await self._client.execute_command(
-                *script.command, target_nodes=self._client.PRIMARIES
+                *command, target_nodes=self._client.PRIMARIES
             )
             return list(reply.values()) if isinstance(reply, dict) else [reply]
 

@@ -326,12 +326,13 @@ local function reset_deadline_hint(meta_key, deadlines_key)
   return tonumber(first[2]), first[2]
 end
 
--- Holds this library's reap() has expired since the library was (re)loaded on this server: a
+-- Holds this library's reap() has expired since the library was (re)loaded on this server, by
+-- key prefix (deployments sharing a Redis share the library: each counts its own): a
 -- library-level local (lib files are pasted once at library level, engine/scripts.py), so it
 -- lives between calls of every function; it starts again at 0 when Redis restarts (or loses its
 -- functions) and the library is loaded again. Read by expired_total.lua for the metric
 -- kai_inventory_holds_expired_total: no extra redis.call on the write path.
-local EXPIRED_TOTAL = 0
+local EXPIRED_TOTAL = {}
 
 -- Expire every hold of the schedule whose deadline passed (deadline <= now).
 local function reap(meta_key, taken_key, deadlines_key, legs, now, limit)
@@ -354,7 +355,10 @@ local function reap(meta_key, taken_key, deadlines_key, legs, now, limit)
     redis.call('ZREM', deadlines_key, unpack(due, i, math.min(#due, i + 999)))
   end
   bits_write(taken_key, entries, legs, 0)
-  EXPIRED_TOTAL = EXPIRED_TOTAL + #entries
+  if #entries > 0 then
+    local prefix = string.match(meta_key, '^(.*):{s:') or ''  -- "<prefix>:{s:<id>}:meta"
+    EXPIRED_TOTAL[prefix] = (EXPIRED_TOTAL[prefix] or 0) + #entries
+  end
   return #entries
 end
 

@@ -18,6 +18,7 @@ from model import small_layout
 from kai_inventory import localstack
 from kai_inventory.engine.codes import Code
 from kai_inventory.engine.inventory import HoldRequest, Inventory
+from kai_inventory.engine.keys import Keys
 
 TTL = 60_000
 
@@ -154,6 +155,20 @@ async def test_expired_total_sums_the_counter_of_every_master(
             await _hold(inv, sid, seat)
         await inv.advance_clock(sid, TTL + 1_000)
         assert await inv.reap(sid) == n
-    per_master = await inv.scripts.call_on_every_server("expired_total")
+    per_master = await inv.scripts.call_on_every_server("expired_total", [inv.keys.prefix])
     assert len(per_master) == len(masters)
     assert await inv.expired_total() == before + sum(range(1, len(masters) + 1))
+
+
+async def test_expired_total_counts_only_its_own_key_prefix(inv: Inventory) -> None:
+    other = Inventory(inv.redis, Keys(inv.keys.prefix + "x"), test_clock=True)
+    await other.load_scripts()  # another deployment on the same Redis: the same library
+    before = await other.expired_total()
+    (sid,) = _schedule_ids(inv, 1, "PF")
+    await inv.open(small_layout(sid))
+    await _hold(inv, sid, 0)
+    await inv.advance_clock(sid, TTL + 1_000)
+    counted = await inv.expired_total()
+    assert await inv.reap(sid) == 1
+    assert await inv.expired_total() == counted + 1
+    assert await other.expired_total() == before
