@@ -451,8 +451,8 @@ def seat_hold_requests(cat: Catalogue, n: int, ttl_s: int, seed: int = 3) -> lis
             "from": a,
             "to": b,
             "seats": seats,
+            "ttl_s": ttl_s,
         }
-        body["ttl_s"] = ttl_s
         headers = {
             "Authorization": f"Bearer {rng.choice(cat.tokens)}",
             "Content-Type": "application/json",

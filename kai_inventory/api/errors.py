@@ -80,6 +80,7 @@ class ApiError(Exception):
         retry_after_s: float | None = None,
         headers: dict[str, str] | None = None,
         sale_id: str | None = None,
+        checks: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{code}: {detail}")
         if code not in PROBLEMS:
@@ -91,6 +92,7 @@ class ApiError(Exception):
         self.unavailable = unavailable
         self.available = available
         self.sale_id = sale_id
+        self.checks = checks
         self.headers = dict(headers or {})
         if retry_after_s is not None:
             self.headers["Retry-After"] = str(retry_after(retry_after_s))
@@ -108,6 +110,7 @@ class ApiError(Exception):
             available=self.available,
             sale_id=self.sale_id,
             request_id=request_id,
+            checks=self.checks,
         )
 
 

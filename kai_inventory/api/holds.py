@@ -48,6 +48,14 @@ def hold_not_found(hold_id: str) -> ApiError:
     return ApiError("hold_not_found", "no such hold")
 
 
+def hold_confirmed() -> ApiError:
+    return ApiError("hold_confirmed", "this hold is confirmed; cancel the booking instead")
+
+
+def sale_closed() -> ApiError:
+    return ApiError("sale_closed", "this journey is no longer on sale")
+
+
 def idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
@@ -172,7 +180,7 @@ def _failure(outcome: HoldOutcome, layout: Layout, schedule_id: str) -> ApiError
             retry_after_s=outcome.retry_after_ms / 1000,
         )
     if code == Code.SALE_CLOSED:
-        return ApiError("sale_closed", "this journey is no longer on sale")
+        return sale_closed()
     if code == Code.IDEMPOTENCY_CONFLICT:
         return ApiError(
             "idempotency_conflict", "this Idempotency-Key was used with a different body"
@@ -289,10 +297,10 @@ async def release_hold(request: web.Request) -> web.Response:
     code, hold = await c.inventory.release(hold_id, principal.owner)
     if code == Code.HOLD_NOT_FOUND or hold is None:
         if await c.sales.booked_hold(hold_id, principal.owner) is not None:  # Redis lost it
-            raise ApiError("hold_confirmed", "this hold is confirmed; cancel the booking instead")
+            raise hold_confirmed()
         raise hold_not_found(hold_id)
     if code == Code.HOLD_CONFIRMED:
-        raise ApiError("hold_confirmed", "this hold is confirmed; cancel the booking instead")
+        raise hold_confirmed()
     if code != Code.OK:
         raise RuntimeError(f"unexpected release result {code!r}")
     layout = await find_layout(c, hold.schedule_id)
@@ -325,5 +333,5 @@ async def confirm_hold(request: web.Request) -> web.Response:
     if code == Code.SEATS_UNAVAILABLE:  # Postgres refused a seat-leg Redis had lost (23P01)
         raise ApiError("seats_unavailable", outcome.detail or "a held seat is already sold")
     if code == Code.SALE_CLOSED:
-        raise ApiError("sale_closed", "this schedule was cancelled; the hold cannot be confirmed")
+        raise sale_closed()  # cancelled, or its from stop retimed into the past, since the hold
     raise RuntimeError(f"unexpected confirm result {code!r}")

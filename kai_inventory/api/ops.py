@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import msgspec
 import prometheus_client
 from aiohttp import web
 
 from kai_inventory import metrics
 from kai_inventory.api.common import ctx, json_response
-from kai_inventory.api.errors import PROBLEM_CONTENT_TYPE, ApiError, problem_body
-from kai_inventory.api.middleware import request_id_of
+from kai_inventory.api.errors import ApiError
+from kai_inventory.api.middleware import problem_response, request_id_of
 from kai_inventory.api.schemas import Health, Readiness
 from kai_inventory.context import AppContext
 from kai_inventory.persist import migrate
@@ -80,14 +79,13 @@ async def readyz(request: web.Request) -> web.Response:
     if not failed:
         return json_response(Readiness("ok", results))
     log.warning("not ready: %s", failed)
-    error = ApiError("dependency_unavailable", f"not ready: {', '.join(failed)}", retry_after_s=2)
-    problem = msgspec.structs.replace(error.problem(request_id_of(request)), checks=results)
-    return web.Response(
-        body=problem_body(problem),
-        status=error.status,
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers=error.headers,
+    error = ApiError(
+        "dependency_unavailable",
+        f"not ready: {', '.join(failed)}",
+        retry_after_s=2,
+        checks=results,
     )
+    return problem_response(error, request_id_of(request))
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

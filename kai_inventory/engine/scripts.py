@@ -319,14 +319,19 @@ class ScriptRegistry:
         command = (*script.command, *keys, *args)
         try:
             return await self._pipeline.execute(*command)
-        except NoScriptError:
-            await self.load()
-        except ResponseError as exc:  # a lost library; some clients do not map NOSCRIPT
-            if not _missing_function(exc):
-                raise
-            log.warning("%s: %s; loading the scripts again", name, exc)
-            await self.load()
+        except (NoScriptError, ResponseError) as exc:
+            await self._reload_if_lost(name, exc)
         return await self._pipeline.execute(*command)
+
+    async def _reload_if_lost(self, name: str, exc: Exception) -> None:
+        """Load the scripts again when ``exc`` says Redis lost them (NOSCRIPT, "Function not
+        found": a restart without persistence, a failover), for the caller's one retry; any
+        other error is raised."""
+        if not isinstance(exc, NoScriptError):
+            if not _missing_function(exc):  # some clients do not map NOSCRIPT
+                raise exc
+            log.warning("%s: %s; loading the scripts again", name, exc)
+        await self.load()
 
     async def call_on_every_server(self, name: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run a function that takes no keys on every Redis server holding the library: one
@@ -351,13 +356,8 @@ class ScriptRegistry:
 
         try:
             return await once()
-        except NoScriptError:
-            await self.load()
-        except ResponseError as exc:
-            if not _missing_function(exc):
-                raise
-            log.warning("%s: %s; loading the scripts again", name, exc)
-            await self.load()
+        except (NoScriptError, ResponseError) as exc:
+            await self._reload_if_lost(name, exc)
         return await once()
 
 

@@ -16,22 +16,16 @@ import asyncpg
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)
 
-_GET = """
+_SELECT = """
 SELECT id, schedule_ids, opens_at, closes_at, admit_per_s, max_admitted, idle_s, admission_ttl_s
-FROM sales WHERE id = $1
+FROM sales
 """
-_GET_FOR_UPDATE = """
-SELECT id, schedule_ids, opens_at, closes_at, admit_per_s, max_admitted, idle_s, admission_ttl_s
-FROM sales WHERE id = $1 FOR UPDATE
-"""
-_OPEN = """
-SELECT id, schedule_ids, opens_at, closes_at, admit_per_s, max_admitted, idle_s, admission_ttl_s
-FROM sales WHERE closes_at > now() ORDER BY updated_at, id
-"""
-_OPEN_COVERING = """
-SELECT id, schedule_ids, opens_at, closes_at, admit_per_s, max_admitted, idle_s, admission_ttl_s
-FROM sales WHERE schedule_ids @> ARRAY[$1::text] AND closes_at > now() ORDER BY updated_at, id
-"""
+_GET = _SELECT + "WHERE id = $1"
+_GET_FOR_UPDATE = _GET + " FOR UPDATE"
+_OPEN = _SELECT + "WHERE closes_at > now() ORDER BY updated_at, id"
+_OPEN_COVERING = (
+    _SELECT + "WHERE schedule_ids @> ARRAY[$1::text] AND closes_at > now() ORDER BY updated_at, id"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -212,6 +212,15 @@ async def test_too_many_attempts_are_429_with_retry_after(make_client) -> None: 
     assert 'kai_inventory_holds_total{outcome="rate_limited"}' in metrics
 
 
+async def confirm(client, hold: dict[str, Any], **headers: str):  # type: ignore[no-untyped-def]
+    """POST the hold's confirm as alice, one passenger per held seat."""
+    return await client.post(
+        f"/v1/holds/{hold['hold_id']}/confirm",
+        json=confirm_body(hold["seats"]),
+        headers={**auth("alice"), **headers},
+    )
+
+
 async def cancel_schedule(client, schedule_id: str) -> None:  # type: ignore[no-untyped-def]
     response = await client.post(
         f"/v1/admin/schedules/{schedule_id}/status",
@@ -239,20 +248,11 @@ async def test_a_hold_on_a_schedule_cancelled_since_is_not_confirmed(client) -> 
         assert response.status == 201
         holds.append(await response.json())
     booked, held = holds
-    url = f"/v1/holds/{booked['hold_id']}/confirm"
-    first = await client.post(url, json=confirm_body(booked["seats"]), headers=auth("alice"))
+    first = await confirm(client, booked)
     assert first.status == 201
     await cancel_schedule(client, schedule_id)
-    await problem(
-        await client.post(
-            f"/v1/holds/{held['hold_id']}/confirm",
-            json=confirm_body(held["seats"]),
-            headers=auth("alice"),
-        ),
-        409,
-        "sale_closed",
-    )
-    again = await client.post(url, json=confirm_body(booked["seats"]), headers=auth("alice"))
+    await problem(await confirm(client, held), 409, "sale_closed")
+    again = await confirm(client, booked)
     assert again.status == 200  # a booking made before the cancellation is still its own
     assert await again.json() == await first.json()
 
@@ -276,15 +276,7 @@ async def test_a_hold_whose_from_stop_was_retimed_into_the_past_is_not_confirmed
         f"/v1/admin/schedules/{schedule_id}", json=body, headers=ADMIN_HEADERS
     )
     assert replaced.status == 200, await replaced.text()
-    await problem(
-        await client.post(
-            f"/v1/holds/{hold['hold_id']}/confirm",
-            json=confirm_body(hold["seats"]),
-            headers=auth("alice"),
-        ),
-        409,
-        "sale_closed",
-    )
+    await problem(await confirm(client, hold), 409, "sale_closed")
 
 
 async def test_departed_journey_is_409_sale_closed(client) -> None:  # type: ignore[no-untyped-def]
