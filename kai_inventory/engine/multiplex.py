@@ -150,14 +150,24 @@ class MultiplexedConnection:
                 raise
             return
         if not self.connected:
-            _fail(batch, RedisConnectionError("connection lost while connecting"))
+            self._unsent(batch, probe, RedisConnectionError("connection lost while connecting"))
             return
         self._write(batch, probe)
 
+    def _unsent(self, batch: Sequence[Pending], probe: bool | None, error: Exception) -> None:
+        """Fail a batch that never reached Redis; a probe's failure reopens the circuit (else
+        the breaker would wait for the verdict of a probe that was never sent)."""
+        if probe and self.breaker is not None:
+            self.breaker.failure(probe)
+        _fail(batch, error)
+
     def _write(self, batch: Sequence[Pending], probe: bool | None) -> None:
         link = self._link
-        if link is None or link.transport is None:
-            _fail(batch, RedisConnectionError("connection to Redis lost"))
+        transport = link.transport if link is not None else None
+        if transport is None or transport.is_closing():
+            # lost, or closed before the loss was delivered (a reset right after the connect:
+            # uvloop's write would raise RuntimeError, asyncio's would drop the bytes)
+            self._unsent(batch, probe, RedisConnectionError("connection to Redis lost"))
             return
         chunks: list[bytes] = []
         waiting = self._waiting
@@ -179,7 +189,7 @@ class MultiplexedConnection:
         if probe is not None:  # the batch's verdict comes with its last reply
             future, name, _ = waiting[-1]
             waiting[-1] = (future, name, probe)
-        link.transport.write(b"".join(chunks))
+        transport.write(b"".join(chunks))
         self.writes += 1
         self._arm()
 

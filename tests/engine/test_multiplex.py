@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+import uvloop
 
 from kai_inventory.engine.multiplex import MultiplexedConnection, for_client
 from kai_inventory.engine.pipeline import AutoPipeline
@@ -285,3 +286,61 @@ async def test_one_lost_connection_counts_as_one_outage_however_many_batches_wai
             await future
     assert breaker.state == "closed"  # one failure of the two it takes
     assert await _send(mux, "PING") is True
+
+
+async def _reset_before_taken(mux: MultiplexedConnection) -> None:
+    """Leave ``mux`` as _open() finds a link reset before it took it: closed, its loss delivered
+    while the link was not the connection's yet, so nothing noticed it."""
+    link = mux._link
+    assert link is not None
+    assert link.transport is not None
+    mux._link = None
+    link.transport.abort()
+    await asyncio.sleep(0.05)
+    mux._link = link
+
+
+@pytest.mark.parametrize(
+    "loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
+def test_a_batch_written_after_the_connection_closed_fails_as_a_lost_connection(
+    redis_url: str, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """A reset right after the connect (a proxy cutting the link) closes the transport before
+    the connection takes it: the next write (the handshake, or a batch) must fail as a lost
+    connection, a 503, not raise uvloop's RuntimeError (a 500) or wait for the timeout."""
+    host, port = redis_url.split("//")[1].split("/")[0].split(":")
+
+    async def scenario() -> None:
+        mux = MultiplexedConnection(host, int(port), timeout_s=1.0)
+        try:
+            assert await _send(mux, "PING") == b"PONG"
+            await _reset_before_taken(mux)
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            mux._write([(("PING",), future)], None)
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await asyncio.wait_for(future, timeout=0.5)
+            assert await _send(mux, "PING") == b"PONG"  # and the next call connects again
+        finally:
+            mux.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
+
+
+async def test_a_probe_written_on_a_closed_link_lets_a_later_call_probe(guarded: Guarded) -> None:
+    clock = [100.0]
+    breaker = CircuitBreaker(threshold=1, cooldown_s=1.0, clock=lambda: clock[0])
+    mux = guarded(breaker)
+    assert await _send(mux, "PING") is True
+    await _reset_before_taken(mux)
+    breaker.failure()
+    clock[0] += 1.0
+    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    mux._write([(("PING",), future)], breaker.before())  # the probe, never sent
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await future
+    assert breaker.state == "open"
+    clock[0] += 1.0
+    assert await _send(mux, "PING") is True  # the next probe reconnects and closes it
+    assert breaker.state == "closed"
