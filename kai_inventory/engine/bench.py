@@ -16,6 +16,8 @@ Operations:
 
 - ``hold_seats``: 4 adjacent seats over all 20 legs, granted, limit/rate/idempotency on;
 - ``hold_class_best`` / ``hold_class_first``: 2 economy seats, random journey, granted;
+- ``hold_class_loaded``: 1 or 2 economy seats, random journey, best fit, with 400 such holds
+  live already (the load of a train under ``loadtests/bench.py``'s hold scenario);
 - ``snapshot``: unconditional read (version -1);
 - ``release``: of a granted 4-seat hold.
 """
@@ -86,6 +88,10 @@ async def _usec_per_call(
             usec += float(entry["usec"])
     return calls, (usec / calls if calls else 0.0)
 
+
+# live class holds (1-2 seats, random journeys) on the schedule before hold_class_loaded is
+# measured: about the load of a train under the benchmark's hold scenario (loadtests/bench.py)
+LOADED_HOLDS = 400
 
 BATCH = 64  # calls in flight at once: the auto-pipeline sends them as one batch, as under load
 
@@ -178,43 +184,58 @@ async def run(
             Measure("hold_seats", n, sum(m.usec_per_call * m.calls for m in total_seats) / n)
         )
 
-        for strategy in ("best", "first"):
+        def class_request(user: str, strategy: str, counts: tuple[int, ...]) -> HoldRequest:
+            a = rng.randrange(20)
+            b = rng.randrange(a + 1, 21)
+            return HoldRequest(
+                SCHEDULE,
+                user,
+                a,
+                b,
+                600_000,
+                seat_class="economy",
+                count=counts[0] if len(counts) == 1 else rng.choice(counts),  # the old draws
+                strategy=strategy,
+                max_active=3,
+                rate_per_min=30,
+            )
+
+        async def class_hold(req: HoldRequest) -> None:
+            out = await inv.hold(req)
+            if out.hold is None:
+                raise RuntimeError(f"bench class hold refused: {out.code!r}")
+
+        async def measured_class_hold(
+            name: str, base: int, strategy: str, counts: tuple[int, ...], i: int
+        ) -> None:
+            await class_hold(class_request(f"{name}:{base + i}", strategy, counts))
+
+        # (measure, strategy, live holds made first (not measured), party sizes)
+        class_cases = [
+            ("hold_class_best", "best", 0, (2,)),
+            ("hold_class_first", "first", 0, (2,)),
+            ("hold_class_loaded", "best", LOADED_HOLDS, (1, 2)),
+        ]
+        for name, strategy, prefill, counts in class_cases:
             parts: list[Measure] = []
             done = 0
             while done < calls:
                 await reopen()
-                batch = min(200, calls - done)
-                base = done
-
-                async def hold_cls(i: int, base: int = base, strategy: str = strategy) -> None:
-                    a = rng.randrange(20)
-                    b = rng.randrange(a + 1, 21)
-                    req = HoldRequest(
-                        SCHEDULE,
-                        f"c{strategy}{base + i}",
-                        a,
-                        b,
-                        600_000,
-                        seat_class="economy",
-                        count=2,
-                        strategy=strategy,
-                        max_active=3,
-                        rate_per_min=30,
-                    )
-                    out = await inv.hold(req)
-                    if out.hold is None:
-                        raise RuntimeError(f"bench class hold refused: {out.code!r}")
-
-                parts.append(
-                    await _measure(client, f"hold_class_{strategy}", hold_cls, batch, in_flight)
+                await in_flight_batches(
+                    [
+                        functools.partial(
+                            class_hold, class_request(f"{name}:fill{i}", strategy, counts)
+                        )
+                        for i in range(prefill)
+                    ],
+                    in_flight,
                 )
+                batch = min(200, calls - done)
+                op = functools.partial(measured_class_hold, name, done, strategy, counts)
+                parts.append(await _measure(client, name, op, batch, in_flight))
                 done += batch
             n = sum(m.calls for m in parts)
-            measures.append(
-                Measure(
-                    f"hold_class_{strategy}", n, sum(m.usec_per_call * m.calls for m in parts) / n
-                )
-            )
+            measures.append(Measure(name, n, sum(m.usec_per_call * m.calls for m in parts) / n))
 
         await reopen()
         held: list[str] = []
