@@ -63,11 +63,7 @@ class PeakSales(SalesCore):
     async def restore_sales(self, trigger: str) -> int:
         """Put every sale not yet closed back into Redis from Postgres (after Redis lost its
         data or restarted); oldest definition first. Returns how many Redis took."""
-
-        async def work(conn: asyncpg.Connection) -> list[pg_sales.SaleDef]:
-            return await pg_sales.open_sales(conn)
-
-        sales = await self._pg(work)
+        sales = await self._pg(pg_sales.open_sales)
         done = await self._put_sales(sales, trigger)
         if sales:
             log.info("put %d of %d open sales back into Redis (%s)", done, len(sales), trigger)
