@@ -120,5 +120,9 @@ async def test_dead_postgres_keeps_holds_and_reads_and_refuses_confirms(
         again = [r for r in await _burst(w, stack, 3, hold_id) if r.op == "confirm"]
         if again and again[0].status in (200, 201):
             break
-        assert time.monotonic() < deadline, [(r.status, r.body) for r in again]
+        assert time.monotonic() < deadline, (
+            [(r.status, r.error, round(r.t1 - r.t0, 3), r.body) for r in again],
+            stack.service.alive(),
+            stack.service.tail(),
+        )
         await asyncio.sleep(0.3)
