@@ -12,6 +12,10 @@ import aiohttp
 from tests.faults.conftest import SECRET, Stack
 from tests.faults.workload import Record, Workload
 
+# how long a dependency that is back may take to be used again: the breaker's cooldown and a
+# new connection take about a second; the bound is generous for a loaded CI host
+RECOVERY_S = 20.0
+
 
 async def _burst(w: Workload, stack: Stack, n: int, confirm_hold: str | None) -> list[Record]:
     """n concurrent requests of every kind: holds, availability reads, a confirm."""
@@ -85,7 +89,7 @@ async def test_dead_redis_is_answered_503_within_a_second_by_every_request(
     fast = sum(1 for r in later if r.t1 - r.t0 < 0.2)
     assert fast >= len(later) // 2, sorted(round(r.t1 - r.t0, 3) for r in later)
     stack.redis_proxy.set_mode("pass")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + RECOVERY_S
     while True:
         again = await _burst(w, stack, 3, None)
         if all(r.status is not None and r.status < 500 for r in again):  # answered again
@@ -115,14 +119,12 @@ async def test_dead_postgres_keeps_holds_and_reads_and_refuses_confirms(
     assert all(r.retry_after for r in answers if r.status == 503)
     # back: the same hold confirms (it stayed held through the outage)
     stack.pg_proxy.set_mode("pass")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + RECOVERY_S
+    tries: list[tuple[int | None, str | None, float]] = []
     while True:
         again = [r for r in await _burst(w, stack, 3, hold_id) if r.op == "confirm"]
+        tries += [(r.status, r.error, round(r.t1 - r.t0, 3)) for r in again]
         if again and again[0].status in (200, 201):
             break
-        assert time.monotonic() < deadline, (
-            [(r.status, r.error, round(r.t1 - r.t0, 3), r.body) for r in again],
-            stack.service.alive(),
-            stack.service.tail(),
-        )
+        assert time.monotonic() < deadline, (tries, stack.service.alive(), stack.service.tail())
         await asyncio.sleep(0.3)
