@@ -264,8 +264,11 @@ class Stack:
     # --- teardown ---------------------------------------------------------------------------
 
     async def close(self) -> None:
+        """Tear everything down; then fail if the service did not exit cleanly: a worker that
+        died during the test stops the whole unit with a non-zero code, which no answer shows."""
+        exit_code = None
         if self.service is not None:
-            await asyncio.to_thread(self.service.stop)
+            exit_code = await asyncio.to_thread(self.service.stop)
         for proxy in (self.redis_proxy, self.pg_proxy):
             if proxy is not None:
                 proxy.stop()
@@ -283,6 +286,9 @@ class Stack:
         if self.pg_server is not None:
             await asyncio.to_thread(self.pg_server.stop, "fast")
             shutil.rmtree(self.pg_server.directory, ignore_errors=True)
+        if exit_code not in (0, None):
+            assert self.service is not None
+            raise AssertionError(f"service exited {exit_code}: {self.service.tail()}")
 
 
 @pytest.fixture
