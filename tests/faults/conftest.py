@@ -265,7 +265,8 @@ class Stack:
 
     async def close(self) -> None:
         """Tear everything down; then fail if the service did not exit cleanly: a worker that
-        died during the test stops the whole unit with a non-zero code, which no answer shows."""
+        died during the test stops the whole unit with a non-zero code, which the answers alone
+        may not show."""
         exit_code = None
         if self.service is not None:
             exit_code = await asyncio.to_thread(self.service.stop)
