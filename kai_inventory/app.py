@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.exceptions
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from kai_inventory.api import MAX_BODY_BYTES, setup_api
 from kai_inventory.context import CTX, AppContext
@@ -38,7 +37,6 @@ log = logging.getLogger("kai_inventory.app")
 BACKGROUND_STOP_TIMEOUT_S = 5.0
 REDIS_RECHECK_S = 2.0
 REDIS_REFUSED_US = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-WEBSOCKETS = web.AppKey("kai_open_websockets", weakref.WeakSet[web.WebSocketResponse])
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -47,9 +45,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_background)
     setup_api(app, settings)
     setup_ws(app, demo=settings.demo)
-    app[WEBSOCKETS] = weakref.WeakSet()
-    app.on_response_prepare.append(_track_websocket)
-    app.on_shutdown.append(_close_websockets)
     return app
 
 
@@ -125,21 +120,3 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 log.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
-
-async def _track_websocket(request: web.Request, response: web.StreamResponse) -> None:
-    if isinstance(response, web.WebSocketResponse):
-        request.app[WEBSOCKETS].add(response)
-
-
-async def _close_websockets(app: web.Application) -> None:
-    """Graceful shutdown: every WebSocket still open is closed with 1001 (going away)."""
-    sockets = [ws for ws in app[WEBSOCKETS] if not ws.closed]
-    if sockets:
-        await asyncio.gather(
-            *(
-                ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-                for ws in sockets
-            ),
-            return_exceptions=True,
-        )

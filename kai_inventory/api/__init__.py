@@ -11,7 +11,7 @@ from aiohttp import web
 from kai_inventory.api import admin, bookings, holds, ops, reads
 from kai_inventory.api.auth import TokenVerifier
 from kai_inventory.api.common import MAX_BODY_BYTES, VERIFIER
-from kai_inventory.api.middleware import api_middleware, echo_request_id
+from kai_inventory.api.middleware import api_middleware
 from kai_inventory.api.openapi import build_openapi
 from kai_inventory.api.waiting_room import setup_waiting_room
 from kai_inventory.settings import Settings
@@ -55,7 +55,6 @@ def registered_paths(app: web.Application) -> dict[str, set[str]]:
 
 def setup_api(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(api_middleware)
-    app.on_response_prepare.append(echo_request_id)
     app[VERIFIER] = TokenVerifier(settings.jwt_secret)
     reads.setup_reads(app)
     setup_routes(app)

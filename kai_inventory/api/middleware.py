@@ -1,7 +1,10 @@
 """The one middleware around every request: request id, errors as problem+json, metrics, log.
 
 - ``X-Request-ID`` is taken from the request when it is sane, else generated; it is echoed on
-  every response (WebSocket handshakes included, through ``on_response_prepare``).
+  every response. A handler that prepares its own response (the WebSocket handshake) sets it
+  first with ``request_id_of``; the rest get it here. Not an ``on_response_prepare`` hook,
+  a signal dispatch per response: without it ``/healthz`` went from 20.0-20.4k to 20.9-22.3k
+  req/s (docs/PERFORMANCE.md, "Tenth pass").
 - ``ApiError`` becomes its problem; aiohttp's own 404/405/413 become ``not_found``,
   ``method_not_allowed`` and ``payload_too_large``; an unreachable Redis or Postgres becomes 503
   ``dependency_unavailable`` with ``Retry-After``; anything else is logged and answered 500
@@ -141,6 +144,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         except web.HTTPException as exc:
             if exc.status < 400:
                 status = exc.status
+                exc.headers[REQUEST_ID_HEADER] = request_id
                 raise
             response = problem_response(_from_http_exception(exc), request_id)
         except asyncio.CancelledError:
@@ -160,6 +164,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                     retry_after_s=DEPENDENCY_RETRY_AFTER_S,
                 )
             response = problem_response(error, request_id)
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id
         status = response.status
         if status == 429:
             metrics.RATE_LIMITED.inc()
@@ -182,8 +188,3 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                 },
             )
         REQUEST_ID.reset(context_token)
-
-
-async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the request id on every response, streamed ones too."""
-    response.headers[REQUEST_ID_HEADER] = request_id_of(request)

@@ -8,6 +8,7 @@ the ``AppContext`` from ``app[CTX]`` at start-up.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from kai_inventory.engine.keys import Keys
 from kai_inventory.ws.broker import Broker, RedisBroker
 from kai_inventory.ws.cluster_broker import ClusterBroker
 from kai_inventory.ws.endpoint import (
+    OPEN_WEBSOCKETS,
     STATIC_DIR,
     WS_STATE,
     WsState,
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 def setup_ws(app: web.Application, *, demo: bool = False) -> None:
     state = WsState()
     app[WS_STATE] = state
+    app[OPEN_WEBSOCKETS] = weakref.WeakSet()
     app.router.add_get("/v1/ws", ws_handler)
     app.router.add_get("/", index_handler)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
@@ -67,11 +70,9 @@ async def _fanout_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await close_all(hub)
+        await close_all(hub, app[OPEN_WEBSOCKETS])
         await fanout.stop()
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    hub = app[WS_STATE].hub
-    if hub is not None:
-        await close_all(hub)
+    await close_all(app[WS_STATE].hub, app[OPEN_WEBSOCKETS])

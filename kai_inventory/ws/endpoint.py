@@ -12,12 +12,14 @@ import contextlib
 import dataclasses
 import logging
 import time
+import weakref
 from pathlib import Path
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from kai_inventory.api.auth import TokenVerifier
 from kai_inventory.api.errors import ApiError
+from kai_inventory.api.middleware import REQUEST_ID_HEADER, request_id_of
 from kai_inventory.settings import Settings
 from kai_inventory.ws import protocol
 from kai_inventory.ws.auth import check_read, demo_token, demo_user, may_hold, problem_response
@@ -45,6 +47,8 @@ class WsState:
 
 
 WS_STATE = web.AppKey("kai_ws", WsState)
+# every WebSocket from its handshake on, closed with 1001 at shutdown (``close_all``)
+OPEN_WEBSOCKETS = web.AppKey("kai_open_websockets", weakref.WeakSet[web.WebSocketResponse])
 
 
 def _origin_allowed(settings: Settings, request: web.Request) -> bool:
@@ -75,6 +79,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 
     # aiohttp refuses a frame of max_msg_size bytes or more; the contract allows 4 KiB exactly
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_FRAME + 1, compress=False)
+    ws.headers[REQUEST_ID_HEADER] = request_id_of(request)  # prepared here, before the middleware
+    request.app[OPEN_WEBSOCKETS].add(ws)
     await ws.prepare(request)
     client = Client(ws, hub.next_conn_id(), fanout.resync, transport=request.transport)
     client.user = user
@@ -163,9 +169,15 @@ async def demo_token_handler(request: web.Request) -> web.Response:
     )
 
 
-async def close_all(hub: Hub) -> None:
-    """Server shutdown: tell every client to go away (1001) so handlers finish."""
+async def close_all(hub: Hub | None, sockets: weakref.WeakSet[web.WebSocketResponse]) -> None:
+    """Server shutdown: every WebSocket goes away (1001) so its handler finishes; the hub's
+    clients through their writers, then any other still open (a handshake under way)."""
+    clients = list(hub.clients.values()) if hub is not None else []
     await asyncio.gather(
-        *(c.close(1001, b"server shutting down") for c in list(hub.clients.values())),
+        *(c.close(1001, b"server shutting down") for c in clients), return_exceptions=True
+    )
+    rest = [ws for ws in sockets if not ws.closed]
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in rest),
         return_exceptions=True,
     )

@@ -146,6 +146,27 @@ async def test_request_id_is_taken_or_generated_and_echoed(client) -> None:  # t
     assert (await failing.json())["request_id"] == "rid-9"
 
 
+async def test_request_id_is_echoed_on_the_websocket_handshake_the_page_and_its_assets(
+    client,  # type: ignore[no-untyped-def]
+) -> None:
+    for path, rid in (("/", "rid-page"), ("/static/app.js", "rid-asset")):
+        served = await client.get(path, headers={"X-Request-ID": rid})
+        assert served.status == 200
+        assert served.headers["X-Request-ID"] == rid
+    # the handshake's own headers (the client library keeps them private)
+    url = client.make_url("/v1/ws")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        b"GET /v1/ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"X-Request-ID: rid-ws\r\n\r\n"
+    )
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode().lower()
+    writer.close()
+    assert head.startswith("http/1.1 101"), head
+    assert "x-request-id: rid-ws\r\n" in head, head
+
+
 async def test_unknown_route_and_wrong_method_are_problems(client) -> None:  # type: ignore[no-untyped-def]
     await problem(await client.get("/v1/nothing-here"), 404, "not_found")
     response = await client.patch("/v1/holds")
