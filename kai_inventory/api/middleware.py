@@ -3,7 +3,7 @@
 - ``X-Request-ID`` is taken from the request when it is sane, else generated; it is echoed on
   every response. A handler that prepares its own response (the WebSocket handshake) sets it
   first with ``request_id_of``; the rest get it here. Not an ``on_response_prepare`` hook,
-  a signal dispatch per response: without it ``/healthz`` went from 20.0-20.4k to 20.9-22.3k
+  a signal dispatch per response: without it ``/healthz`` went from 19.6-20.4k to 20.9-22.3k
   req/s (docs/PERFORMANCE.md, "Tenth pass").
 - ``ApiError`` becomes its problem; aiohttp's own 404/405/413 become ``not_found``,
   ``method_not_allowed`` and ``payload_too_large``; an unreachable Redis or Postgres becomes 503
