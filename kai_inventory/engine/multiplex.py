@@ -149,17 +149,13 @@ class MultiplexedConnection:
             if not isinstance(exc, Exception):
                 raise
             return
-        if not self.connected:
-            self._unsent(batch, probe, RedisConnectionError("connection lost while connecting"))
-            return
-        self._write(batch, probe)
+        self._write(batch, probe)  # fails the batch if the link was lost while connecting
 
-    def _unsent(self, batch: Sequence[Pending], probe: bool | None, error: Exception) -> None:
-        """Fail a batch that never reached Redis; a probe's failure reopens the circuit (else
-        the breaker would wait for the verdict of a probe that was never sent)."""
+    def _unsent(self, probe: bool | None) -> None:
+        """Nothing of a batch reached Redis: a probe's counts as failed (else the breaker
+        would wait for the verdict of a probe that was never sent)."""
         if probe and self.breaker is not None:
             self.breaker.failure(probe)
-        _fail(batch, error)
 
     def _write(self, batch: Sequence[Pending], probe: bool | None) -> None:
         link = self._link
@@ -167,7 +163,8 @@ class MultiplexedConnection:
         if transport is None or transport.is_closing():
             # lost, or closed before the loss was delivered (a reset right after the connect:
             # uvloop's write would raise RuntimeError, asyncio's would drop the bytes)
-            self._unsent(batch, probe, RedisConnectionError("connection to Redis lost"))
+            _fail(batch, RedisConnectionError("connection to Redis lost"))
+            self._unsent(probe)
             return
         chunks: list[bytes] = []
         waiting = self._waiting
@@ -183,8 +180,7 @@ class MultiplexedConnection:
             name = args[0] if isinstance(args[0], str) else args[0].decode()
             waiting.append((future, name.upper(), None))
         if not chunks:
-            if probe and self.breaker is not None:  # nothing reached Redis: no verdict
-                self.breaker.failure(probe)
+            self._unsent(probe)
             return
         if probe is not None:  # the batch's verdict comes with its last reply
             future, name, _ = waiting[-1]
