@@ -66,8 +66,11 @@ def test_every_operation_conforms_and_never_answers_5xx(
             "--no-shrink",
             "--phases",
             "examples,coverage,fuzzing",
+            # one worker: with two threads, hypothesis' concurrent ast.parse can crash this
+            # Python 3.11 ("AST constructor recursion depth mismatch", CPython gh-106905): a
+            # runtime error of the tool, not a finding, and it failed a gate run
             "--workers",
-            "2",
+            "1",
             # the WebSocket endpoint and the HTML page are not JSON operations
             "--exclude-path-regex",
             "^/v1/ws$|^/$",
