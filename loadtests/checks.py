@@ -160,6 +160,36 @@ def find_overlaps(tickets: Iterable[Ticket]) -> list[tuple[Ticket, Ticket]]:
     return clashes
 
 
+@dataclass(frozen=True)
+class HeldSeat:
+    """One seat of a hold, held on legs [a, b) from ``start`` to ``end`` (Redis ms)."""
+
+    schedule_id: str
+    seat: int
+    a: int
+    b: int
+    start: int
+    end: int
+    ref: str = ""
+
+
+def held_twice(holds: Iterable[HeldSeat]) -> list[tuple[HeldSeat, HeldSeat]]:
+    """Pairs of holds that had one seat on a common leg at the same time: an oversell before
+    any confirm. A hold ends at ``end``; a later hold may start at that very millisecond."""
+    by_seat: dict[tuple[str, int], list[HeldSeat]] = defaultdict(list)
+    for h in holds:
+        by_seat[(h.schedule_id, h.seat)].append(h)
+    clashes: list[tuple[HeldSeat, HeldSeat]] = []
+    for group in by_seat.values():
+        group.sort(key=lambda h: h.start)
+        live: list[HeldSeat] = []
+        for h in group:
+            live = [o for o in live if o.end > h.start]
+            clashes += [(o, h) for o in live if o.a < h.b and h.a < o.b]
+            live.append(h)
+    return clashes
+
+
 def oversold_seat_legs(tickets: Iterable[Ticket]) -> set[SeatLeg]:
     """Every (schedule, seat, leg) covered by more than one ticket."""
     seen: set[SeatLeg] = set()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import checks
 import pytest
-from checks import StatRow, Thresholds, Ticket
+from checks import HeldSeat, StatRow, Thresholds, Ticket
 
 THRESHOLDS = Path(checks.__file__).with_name("thresholds.toml")
 
@@ -132,3 +132,17 @@ def test_oversell_check_counts_double_sales_among_the_run_s_own_tickets() -> Non
     report = checks.oversell_check(summary, base_url=None, database_url=None)
     assert report.oversold == 1
     assert any("sold twice" in line for line in report.lines)
+
+
+def test_held_twice_finds_two_holds_of_one_seat_leg_at_the_same_time() -> None:
+    first = HeldSeat("S", 7, 0, 3, start=1_000, end=3_000, ref="h1")
+    holds = [
+        first,
+        HeldSeat("S", 7, 3, 5, start=1_500, end=3_500, ref="other legs"),
+        HeldSeat("S", 8, 0, 3, start=1_500, end=3_500, ref="other seat"),
+        HeldSeat("T", 7, 0, 3, start=1_500, end=3_500, ref="other schedule"),
+        HeldSeat("S", 7, 0, 1, start=3_000, end=5_000, ref="after it ended"),
+    ]
+    assert checks.held_twice(holds) == []
+    clash = HeldSeat("S", 7, 1, 3, start=2_999, end=4_000, ref="h2")
+    assert checks.held_twice([*holds, clash]) == [(first, clash)]
